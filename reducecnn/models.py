@@ -1,0 +1,118 @@
+"""Model registry: the study's three CNNs exactly, and `describe` for their size and cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import keras
+
+# Builders import keras themselves so that listing and validating names stays instant
+# (importing TensorFlow costs seconds, and bad input must fail before that).
+MODELS: dict[str, Callable[[], "keras.Model"]] = {}
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def register(builder: Callable[[], "keras.Model"]) -> Callable[[], "keras.Model"]:
+    """Add a model builder to the registry under its function name."""
+    MODELS[builder.__name__] = builder
+    return builder
+
+
+@register
+def baseline() -> keras.Model:
+    """The study's baseline: 591,786 trainable parameters, 5 layers."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input(INPUT_SHAPE),
+        layers.Conv2D(32, (4, 4), strides=(1, 1), activation="relu"),
+        layers.MaxPool2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="baseline")
+
+
+@register
+def approach1() -> keras.Model:
+    """The study's first reduction: 3,418 trainable of 3,578 parameters, 10 layers."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input(INPUT_SHAPE),
+        layers.Conv2D(32, (4, 4), activation="relu"),
+        layers.MaxPool2D((2, 2)),
+        layers.BatchNormalization(),
+        layers.MaxPool2D((2, 2)),
+        layers.BatchNormalization(),
+        layers.Conv2D(16, (2, 2), activation="relu"),
+        layers.MaxPool2D((2, 2)),
+        layers.BatchNormalization(),
+        layers.Flatten(),
+        layers.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="approach1")
+
+
+@register
+def approach2() -> keras.Model:
+    """The study's second reduction: 3,130 trainable of 3,226 parameters, 9 layers."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input(INPUT_SHAPE),
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPool2D((2, 2)),
+        layers.BatchNormalization(),
+        layers.MaxPool2D((2, 2)),
+        layers.Conv2D(16, (2, 2), activation="relu"),
+        layers.MaxPool2D((2, 2)),
+        layers.BatchNormalization(),
+        layers.Flatten(),
+        layers.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="approach2")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Size and cost of a model, counted the way the study's summaries count them."""
+
+    name: str
+    params_total: int
+    params_trainable: int
+    params_non_trainable: int
+    layers: int
+    macs_per_image: int
+
+
+def _layer_macs(layer: keras.layers.Layer) -> int:
+    """Multiply-accumulates of one layer for one image (convolutions and dense layers)."""
+    kind = type(layer).__name__
+    if kind == "Conv2D":
+        kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+        _, out_h, out_w, _ = layer.output.shape
+        return int(out_h * out_w * channels_out * kernel_h * kernel_w * channels_in)
+    if kind == "Dense":
+        units_in, units_out = layer.kernel.shape
+        return int(units_in * units_out)
+    return 0
+
+
+def describe(model: keras.Model) -> ModelInfo:
+    """Parameter counts, layer count (as the study's model.summary() lists them) and MACs."""
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    non_trainable = sum(math.prod(w.shape) for w in model.non_trainable_weights)
+    return ModelInfo(
+        name=model.name,
+        params_total=trainable + non_trainable,
+        params_trainable=trainable,
+        params_non_trainable=non_trainable,
+        layers=len(model.layers),
+        macs_per_image=sum(_layer_macs(layer) for layer in model.layers),
+    )
