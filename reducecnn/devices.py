@@ -1,0 +1,76 @@
+"""What a run sees (GPUs, CPU threads, logical CPU devices) and which tf.distribute strategy it uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The strategy a run trains under and the devices behind it."""
+
+    strategy: Any
+    strategy_name: str
+    replicas: int
+    devices: str
+    threads: int
+
+
+def configure(threads: int | None = None, cpu_devices: int = 1) -> None:
+    """Set TF threads, GPU memory growth and logical CPUs; must run before TensorFlow's first op.
+
+    In a process where TensorFlow is already initialised the settings can no longer change:
+    the same values pass, different ones raise RuntimeError (a run must not silently use
+    another thread count, since that changes its numbers).
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Without memory growth TF grabs the whole card and runs packed beside it fail.
+        _set_or_check(lambda g=gpu: tf.config.experimental.set_memory_growth(g, True),
+                      lambda g=gpu: tf.config.experimental.get_memory_growth(g), True, "GPU memory growth")
+    if cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        config = [tf.config.LogicalDeviceConfiguration()] * cpu_devices
+        _set_or_check(lambda: tf.config.set_logical_device_configuration(cpu, config),
+                      lambda: len(tf.config.list_logical_devices("CPU")), cpu_devices, "logical CPU devices")
+    if threads is not None:
+        threading = tf.config.threading
+        _set_or_check(lambda: threading.set_intra_op_parallelism_threads(threads),
+                      threading.get_intra_op_parallelism_threads, threads, "TF intra-op threads")
+        _set_or_check(lambda: threading.set_inter_op_parallelism_threads(threads),
+                      threading.get_inter_op_parallelism_threads, threads, "TF inter-op threads")
+
+
+def _set_or_check(setter, getter, wanted, what: str) -> None:
+    """Apply a setting, or accept it when TF is initialised and it already has the wanted value."""
+    try:
+        setter()
+    except (RuntimeError, ValueError):
+        current = getter()
+        if current != wanted:
+            raise RuntimeError(f"{what} is {current}, wanted {wanted}, and TensorFlow is already initialised") from None
+
+
+def place(cpu_devices: int = 1) -> Placement:
+    """Mirrored over all visible GPUs when there are 2+, or over logical CPUs when asked; else default."""
+    import tensorflow as tf
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    if len(gpus) >= 2:
+        return Placement(tf.distribute.MirroredStrategy(gpus), "mirrored", len(gpus), ",".join(_short(gpus)), threads)
+    if cpu_devices > 1 and not gpus:
+        mirrored = cpus[:cpu_devices]
+        return Placement(tf.distribute.MirroredStrategy(mirrored), "mirrored", len(mirrored),
+                         ",".join(_short(mirrored)), threads)
+    devices = "GPU:0" if gpus else "CPU"
+    return Placement(tf.distribute.get_strategy(), "default", 1, devices, threads)
+
+
+def _short(names: list[str]) -> list[str]:
+    """'/job:localhost/replica:0/task:0/device:GPU:1' -> 'GPU:1'."""
+    return [name.split("device:")[-1] for name in names]

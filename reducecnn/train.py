@@ -1,0 +1,202 @@
+"""One training run as a function of its spec and data: no files, no network, no Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+import reducecnn
+from reducecnn import devices
+from reducecnn.config import RunSpec
+from reducecnn.data import Splits
+from reducecnn.models import MODELS, NUM_CLASSES, describe
+
+EVAL_BATCH_SIZE = 1024  # validation/test batch: changes speed, not the trained weights
+
+
+class RunFailed(Exception):
+    """Training finished without a usable model (e.g. a non-finite loss)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the runs table (see README, 'The runs table')."""
+
+    run_id: str
+    model: str
+    seed: int
+    dataset: str
+    protocol: str
+    max_epochs: int
+    batch_size: int
+    patience: int
+    train_limit: int | None
+    spec_json: str
+    status: str = "ok"
+    error: str | None = None
+    benchmark: str = ""
+    params_total: int | None = None
+    params_trainable: int | None = None
+    params_non_trainable: int | None = None
+    layers: int | None = None
+    macs_per_image: int | None = None
+    epochs_run: int | None = None
+    stopped_early: bool | None = None
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    train_seconds: float | None = None
+    images_per_second: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    host: str | None = None
+    ray_node_id: str | None = None
+    devices: str | None = None
+    strategy: str | None = None
+    replicas: int | None = None
+    threads: int | None = None
+    tensorflow_version: str | None = None
+    keras_version: str | None = None
+    ray_version: str | None = None
+    reducecnn_version: str = reducecnn.__version__
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run's record and its per-epoch history rows."""
+
+    record: RunRecord
+    epochs: list[dict] = field(default_factory=list)
+
+
+def record_for(spec: RunSpec, **fields) -> RunRecord:
+    """A record carrying the spec's identity; `fields` fill in the results."""
+    return RunRecord(
+        run_id=spec.run_id, model=spec.model, seed=spec.seed, dataset=spec.dataset,
+        protocol=spec.protocol, max_epochs=spec.epochs, batch_size=spec.batch_size,
+        patience=spec.patience, train_limit=spec.train_limit, spec_json=spec.model_dump_json(),
+        host=socket.gethostname(), **fields,
+    )
+
+
+def failed_record(spec: RunSpec, error: str, **fields) -> RunRecord:
+    """The record of a run that raised: kept, so nothing disappears silently."""
+    now = datetime.now(timezone.utc)
+    return record_for(spec, status="failed", error=error, finished_at=now, **fields)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _input(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+    """uint8 arrays -> batches of float32 pixels / 255 and one-hot labels, converted per batch."""
+    import tensorflow as tf
+
+    def scale(images, labels):
+        images = tf.cast(images[..., tf.newaxis], tf.float32) / 255.0
+        return images, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(scale).prefetch(2)
+    options = tf.data.Options()
+    # The autotune thread can keep fit() waiting 5-39 s after the last epoch (PLATFORM.md).
+    options.autotune.enabled = False
+    options.deterministic = True
+    return dataset.with_options(options)
+
+
+def _epoch_timer():
+    """A Keras callback recording each epoch's wall time in `.seconds`."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def _epoch_rows(spec: RunSpec, history: dict[str, list[float]], seconds: list[float]) -> list[dict]:
+    """History as one row per epoch (1-based)."""
+    return [
+        {
+            "run_id": spec.run_id, "model": spec.model, "seed": spec.seed, "dataset": spec.dataset,
+            "protocol": spec.protocol, "epoch": index + 1,
+            "loss": history["loss"][index], "accuracy": history["accuracy"][index],
+            "val_loss": history["val_loss"][index], "val_accuracy": history["val_accuracy"][index],
+            "epoch_seconds": seconds[index] if index < len(seconds) else math.nan,
+        }
+        for index in range(len(history["loss"]))
+    ]
+
+
+def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: int = 1) -> RunResult:
+    """Train one model from scratch as the study did, evaluate its final weights on the test set."""
+    devices.configure(threads, cpu_devices)
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(spec.seed)
+    placement = devices.place(cpu_devices)
+    with placement.strategy.scope():
+        model = MODELS[spec.model]()
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
+                      optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate))
+    info = describe(model)
+    timer = _epoch_timer()
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience),
+                 keras.callbacks.TerminateOnNaN(), timer]
+    train = _input(data.x_train, data.y_train, spec.batch_size, shuffle_seed=spec.seed)
+    validation = _input(data.x_val, data.y_val, EVAL_BATCH_SIZE)
+    started_at = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    history = model.fit(train, validation_data=validation, epochs=spec.epochs, callbacks=callbacks,
+                        shuffle=False, verbose=0).history
+    train_seconds = time.perf_counter() - start
+    epochs_run = len(history["loss"])
+    if not all(math.isfinite(value) for value in history["loss"]):
+        raise RunFailed(f"non-finite training loss in epoch {epochs_run} (learning rate {spec.learning_rate})")
+    test_loss, test_accuracy = model.evaluate(_input(data.x_test, data.y_test, EVAL_BATCH_SIZE), verbose=0)
+    record = record_for(
+        spec,
+        params_total=info.params_total, params_trainable=info.params_trainable,
+        params_non_trainable=info.params_non_trainable, layers=info.layers,
+        macs_per_image=info.macs_per_image, epochs_run=epochs_run, stopped_early=epochs_run < spec.epochs,
+        train_loss=float(history["loss"][-1]), train_accuracy=float(history["accuracy"][-1]),
+        val_loss=float(history["val_loss"][-1]), val_accuracy=float(history["val_accuracy"][-1]),
+        test_loss=float(test_loss), test_accuracy=float(test_accuracy),
+        train_seconds=train_seconds, images_per_second=epochs_run * len(data.x_train) / train_seconds,
+        started_at=started_at, finished_at=datetime.now(timezone.utc),
+        devices=placement.devices, strategy=placement.strategy_name, replicas=placement.replicas,
+        threads=placement.threads, tensorflow_version=tf.__version__, keras_version=keras.__version__,
+        ray_version=_version("ray"),
+    )
+    return RunResult(record, _epoch_rows(spec, history, timer.seconds))
+
+
+def with_fields(record: RunRecord, **fields) -> RunRecord:
+    """A copy of the record with some fields replaced (benchmark name, Ray node)."""
+    return dataclasses.replace(record, **fields)

@@ -1,0 +1,22 @@
+"""Shared fixtures: the real MNIST, loaded once per session, and small splits of it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from reducecnn import data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist() -> data.Dataset:
+    return data.load("mnist")
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist: data.Dataset) -> data.Splits:
+    """2,000 training images, the holdout validation split and the full test set."""
+    return data.split(mnist, "holdout", train_limit=2_000)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from reducecnn.config import BenchmarkConfig, RunSpec, UserError, read_config_file
+
+
+def test_same_spec_same_run_id():
+    assert RunSpec(model="baseline", seed=1).run_id == RunSpec(model="baseline", seed=1).run_id
+
+
+def test_result_changing_knob_changes_run_id():
+    assert RunSpec(model="baseline", seed=1).run_id != RunSpec(model="baseline", seed=1, epochs=3).run_id
+
+
+def test_run_id_starts_with_model_and_seed():
+    assert RunSpec(model="approach2", seed=7).run_id.startswith("approach2-s7-")
+
+
+@pytest.mark.parametrize("protocol, patience", [("holdout", 2), ("study", 1)])
+def test_patience_defaults_per_protocol(protocol, patience):
+    assert RunSpec(model="baseline", seed=0, protocol=protocol).patience == patience
+
+
+def test_explicit_default_patience_gives_the_same_id():
+    assert RunSpec(model="baseline", seed=0, patience=2).run_id == RunSpec(model="baseline", seed=0).run_id
+
+
+@pytest.mark.parametrize("fields", [
+    {"seed": -1}, {"epochs": 0}, {"batch_size": 0}, {"protocol": "holdon"}, {"colour": "red"},
+    {"dataset": "cifar"}, {"learning_rate": 0}, {"train_limit": 0},
+])
+def test_invalid_spec_is_refused(fields):
+    with pytest.raises(ValidationError):
+        RunSpec(**({"model": "baseline", "seed": 0} | fields))
+
+
+def test_spec_is_frozen():
+    spec = RunSpec(model="baseline", seed=0)
+    with pytest.raises(ValidationError):
+        spec.seed = 1
+
+
+def test_benchmark_expands_models_times_seeds():
+    config = BenchmarkConfig(models=("baseline", "approach1"), seeds=(0, 1, 2), epochs=2)
+    specs = config.specs()
+    assert [(s.model, s.seed) for s in specs][:4] == [("baseline", 0), ("baseline", 1), ("baseline", 2), ("approach1", 0)]
+    assert len(specs) == 6 and all(s.epochs == 2 for s in specs)
+
+
+@pytest.mark.parametrize("gpus", [-1, 1.5])
+def test_bad_gpu_fraction_is_refused(gpus):
+    with pytest.raises(ValidationError):
+        BenchmarkConfig(gpus_per_run=gpus)
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "seeds: [0, 1\nmodels: x"), (".json", "{\"seeds\": [0,"), (".toml", "seeds = [0,"),
+])
+def test_malformed_config_file_is_a_user_error(tmp_path, suffix, text):
+    path = tmp_path / f"bench{suffix}"
+    path.write_text(text)
+    with pytest.raises(UserError, match="malformed"):
+        read_config_file(path)
+
+
+def test_config_file_formats_agree(tmp_path):
+    (tmp_path / "a.yaml").write_text("seeds: [0, 1]\nepochs: 3\n")
+    (tmp_path / "a.json").write_text('{"seeds": [0, 1], "epochs": 3}')
+    (tmp_path / "a.toml").write_text("seeds = [0, 1]\nepochs = 3\n")
+    loaded = [read_config_file(tmp_path / name) for name in ("a.yaml", "a.json", "a.toml")]
+    assert loaded[0] == loaded[1] == loaded[2] == {"seeds": [0, 1], "epochs": 3}

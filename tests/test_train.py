@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from reducecnn import train
+from reducecnn.config import RunSpec
+
+
+@pytest.fixture(scope="module")
+def approach2_result(small_mnist):
+    return train.run(RunSpec(model="approach2", seed=3, epochs=1, train_limit=2_000), small_mnist, threads=1)
+
+
+def test_same_spec_same_numbers(small_mnist, approach2_result):
+    again = train.run(RunSpec(model="approach2", seed=3, epochs=1, train_limit=2_000), small_mnist, threads=1)
+    first, second = approach2_result.record, again.record
+    assert (first.train_loss, first.val_loss, first.test_loss, first.test_accuracy) == (
+        second.train_loss, second.val_loss, second.test_loss, second.test_accuracy)
+
+
+def test_other_seed_other_numbers(small_mnist, approach2_result):
+    other = train.run(RunSpec(model="approach2", seed=4, epochs=1, train_limit=2_000), small_mnist, threads=1)
+    assert other.record.train_loss != approach2_result.record.train_loss
+
+
+def test_record_describes_the_run(approach2_result):
+    record = approach2_result.record
+    assert (record.status, record.epochs_run, record.params_trainable, record.layers) == ("ok", 1, 3_130, 9)
+    assert (record.strategy, record.replicas, record.devices, record.threads) == ("default", 1, "CPU", 1)
+    assert record.images_per_second == pytest.approx(2_000 / record.train_seconds)
+    assert json.loads(record.spec_json)["seed"] == 3 and record.run_id.startswith("approach2-s3-")
+
+
+def test_history_has_one_row_per_epoch(small_mnist):
+    result = train.run(RunSpec(model="baseline", seed=0, epochs=2, train_limit=1_000), small_mnist, threads=1)
+    assert [row["epoch"] for row in result.epochs] == [1, 2]
+    assert result.epochs[-1]["val_loss"] == result.record.val_loss
+
+
+def test_baseline_learns_from_a_small_subset(small_mnist):
+    # approach1/2 are not checked: their BatchNorm statistics need more steps (PLATFORM.md).
+    record = train.run(RunSpec(model="baseline", seed=0, epochs=1, train_limit=2_000), small_mnist, threads=1).record
+    assert record.test_accuracy > 0.8
+
+
+def test_non_finite_loss_fails_the_run(small_mnist):
+    spec = RunSpec(model="baseline", seed=0, epochs=3, train_limit=1_000, learning_rate=1e12)
+    with pytest.raises(train.RunFailed, match="non-finite"):
+        train.run(spec, small_mnist, threads=1)
+
+
+def test_failed_record_keeps_spec_and_error():
+    record = train.failed_record(RunSpec(model="baseline", seed=2), "boom")
+    assert (record.status, record.error, record.seed, record.test_accuracy) == ("failed", "boom", 2, None)
+    assert not math.isnan(record.finished_at.timestamp())
