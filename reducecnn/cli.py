@@ -1,0 +1,221 @@
+"""Command line: `reducecnn models | train | benchmark | report`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+from reducecnn.config import UserError, make_benchmark_config, make_run_spec, read_config_file
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `train` and `benchmark`: what a run depends on."""
+    parser.add_argument("--dataset", help="mnist (default) or fashion_mnist")
+    parser.add_argument("--protocol", help="holdout (default: validate on the last 10k training images) "
+                        "or study (the notebook's way: validate on the test set)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default 10; early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default 32, as the study)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience on val_loss (default: holdout 2, study 1)")
+    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
+    parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
+    parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (default: offline sources)")
+    parser.add_argument("--name", help="benchmark name: results go to OUT/NAME/ (default mnist-holdout)")
+    parser.add_argument("--out", help="results root, a local folder or a pyarrow.fs URI such as s3://bucket/prefix "
+                        "(default results/)")
+    parser.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices and train under "
+                        "MirroredStrategy over them (tests the multi-GPU path without GPUs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `reducecnn` parser with its four subcommands."""
+    parser = _Parser(prog="reducecnn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("models", help="print the parameter table of every registered model (no training)")
+
+    train = commands.add_parser("train", help="train one (model, seed) in this process and record it")
+    train.add_argument("--model", required=True, help="a registered model name (see `reducecnn models`)")
+    train.add_argument("--seed", type=int, required=True, help="random seed (>= 0)")
+    train.add_argument("--threads", type=int, help="TensorFlow intra/inter-op threads (default: TF's choice)")
+    add_spec_flags(train)
+
+    bench = commands.add_parser("benchmark", help="train models x seeds as Ray tasks, then write the report")
+    add_benchmark_flags(bench)
+
+    report = commands.add_parser("report", help="summary tables and plots of a results folder")
+    report.add_argument("results_dir", help="a benchmark's folder, e.g. results/mnist-holdout")
+    report.add_argument("--margin", type=float, default=0.5,
+                        help="equivalence margin in percentage points for the 'same accuracy' verdict (default 0.5)")
+    return parser
+
+
+def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of `reducecnn benchmark` and jobs/benchmark.py."""
+    parser.add_argument("--config", help="YAML, JSON or TOML file with the same fields (flags override it)")
+    parser.add_argument("--models", type=_csv, help="comma-separated model names (default baseline,approach1,approach2)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, help="number of seeds: 0..N-1 (default 5)")
+    seeds.add_argument("--seed-list", type=_seed_list, help="explicit seeds, e.g. 0,3,7")
+    add_spec_flags(parser)
+    parser.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else start a local Ray)")
+    parser.add_argument("--cpus-per-run", type=float, help="CPUs per run = its TensorFlow threads (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, help="GPUs per run: a fraction packs several runs on one GPU, "
+                        "2+ trains one run under MirroredStrategy (default 0.25 when the cluster has GPUs, else 0)")
+    parser.add_argument("--max-retries", type=int, help="retries of a run whose worker died (default 2)")
+    parser.add_argument("--no-report", dest="report", action="store_const", const=False,
+                        help="do not write the summary report at the end")
+
+
+_FLAG_FIELDS = ("models", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate", "train_limit",
+                "data_dir", "name", "out", "address", "cpus_per_run", "gpus_per_run", "cpu_devices", "max_retries",
+                "report")
+
+
+def benchmark_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Config-file fields overridden by the flags that were given."""
+    values = read_config_file(args.config) if args.config else {}
+    values |= {name: getattr(args, name) for name in _FLAG_FIELDS if getattr(args, name, None) is not None}
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+        values["seeds"] = list(range(args.seeds))
+    if args.seed_list is not None:
+        values["seeds"] = args.seed_list
+    return values
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print every registered model's size and cost."""
+    from reducecnn.models import MODELS, describe
+
+    print(f"{'model':<12}{'trainable':>11}{'non-train':>11}{'total':>10}{'layers':>8}{'MACs/image':>12}")
+    for name, builder in MODELS.items():
+        info = describe(builder())
+        print(f"{name:<12}{info.params_trainable:>11,}{info.params_non_trainable:>11,}{info.params_total:>10,}"
+              f"{info.layers:>8}{info.macs_per_image:>12,}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one spec in this process and write its record under OUT/NAME/."""
+    from reducecnn import data, store
+
+    fields = ("model", "seed", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate",
+              "train_limit")
+    spec = make_run_spec({name: getattr(args, name) for name in fields if getattr(args, name) is not None})
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    location = store.locate(args.out or "results", args.name or "train")
+    store.prepare(location)
+    dataset = data.load(spec.dataset, args.data_dir)
+    from reducecnn import train
+
+    try:
+        result = train.run(spec, data.split(dataset, spec.protocol, spec.train_limit),
+                           threads=args.threads, cpu_devices=args.cpu_devices or 1)
+    except train.RunFailed as error:
+        result = train.RunResult(train.failed_record(spec, f"RunFailed: {error}"))
+    record = train.with_fields(result.record, benchmark=args.name or "train")
+    store.write_run(record, result.epochs, location)
+    if record.status != "ok":
+        print(f"run {record.run_id} failed: {record.error}", file=sys.stderr)
+        return 1
+    print(f"{record.run_id}: test accuracy {record.test_accuracy:.4f}, test loss {record.test_loss:.4f}, "
+          f"{record.epochs_run} epochs, {record.train_seconds:.1f} s, {record.strategy} x{record.replicas} "
+          f"on {record.devices} -> {location.join('runs', record.run_id + '.parquet')}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Validate everything, then run the benchmark on Ray and report."""
+    from reducecnn import data, store
+
+    config = make_benchmark_config(benchmark_values(args))
+    location = store.locate(config.out, config.name)
+    store.prepare(location)
+    dataset = data.load(config.dataset, config.data_dir)
+    store.write_config(location, config.model_dump_json(indent=2))
+    from reducecnn import runner
+
+    outcome = runner.run_benchmark(config, dataset, location)
+    print(f"{outcome.total} runs: {outcome.skipped} already recorded, {outcome.ok} trained ok, {outcome.failed} failed "
+          f"in {outcome.wall_seconds:.0f} s; records in {location.join('runs')}", file=sys.stderr)
+    if config.report and location.is_local:
+        _report(location.path, margin=0.5)
+    if outcome.failed:
+        print(f"error: {outcome.failed} of {outcome.total} runs failed (status='failed' rows say why)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(results_dir: str, margin: float) -> str:
+    """Write the summary report of a local results folder; returns the summary.md path."""
+    from pathlib import Path
+
+    from reducecnn import report, store
+
+    location = store.locate(str(Path(results_dir).parent), Path(results_dir).name)
+    runs, warnings = store.read_table(location, "runs")
+    epochs, epoch_warnings = store.read_table(location, "epochs")
+    for warning in warnings + epoch_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if runs.empty:
+        raise UserError(f"no runs recorded in {results_dir}/runs")
+    summary = report.write_report(runs, epochs, Path(results_dir), margin=margin / 100, warnings=warnings + epoch_warnings)
+    print(f"report: {summary}", file=sys.stderr)
+    return str(summary)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`reducecnn report DIR`."""
+    if not os.path.isdir(args.results_dir):
+        raise UserError(f"results folder {args.results_dir} does not exist")
+    print(open(_report(args.results_dir, args.margin)).read())
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "train": cmd_train, "benchmark": cmd_benchmark, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Entry point: one-line errors with exit 2 for bad input, 1 when runs failed."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    command = COMMANDS[getattr(args, "command", None) or "benchmark"]
+    try:
+        return command(args)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; finished runs are recorded, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def benchmark_main(argv: Sequence[str] | None = None) -> int:
+    """jobs/benchmark.py: the benchmark subcommand as a standalone program."""
+    parser = _Parser(prog="benchmark.py", description="Train the study's models x seeds as Ray tasks, "
+                     "record one Parquet row per run, and write the summary report.")
+    add_benchmark_flags(parser)
+    return main(argv, parser)

@@ -1,0 +1,119 @@
+"""Ray: every (model, seed) run as a task, results written by the driver as they arrive, resumable."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+from tqdm import tqdm
+
+from reducecnn import data, store
+from reducecnn.config import BenchmarkConfig, RunSpec
+from reducecnn.train import RunResult, failed_record, with_fields
+
+DEFAULT_GPU_FRACTION = 0.25  # tiny CNNs are overhead-bound: four runs share one GPU
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a benchmark invocation did."""
+
+    location: store.Location
+    total: int
+    skipped: int
+    ok: int
+    failed: int
+    wall_seconds: float
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray on this machine."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # A laptop run: the dashboard listens on localhost only.
+        ray.init(dashboard_host="127.0.0.1", include_dashboard=None)
+
+
+def _train_task(spec: RunSpec, arrays: tuple, dataset_name: str, threads: int, cpu_devices: int) -> RunResult:
+    """Ray task body: rebuild the splits from the shared arrays and train one run."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from reducecnn import train
+
+    dataset = data.Dataset(dataset_name, "ray object store", "", *arrays)
+    splits = data.split(dataset, spec.protocol, spec.train_limit)
+    result = train.run(spec, splits, threads=threads, cpu_devices=cpu_devices)
+    return RunResult(with_fields(result.record, ray_node_id=ray.get_runtime_context().get_node_id()), result.epochs)
+
+
+def task_resources(config: BenchmarkConfig) -> dict:
+    """Ray task options for one run, from the config and what the cluster has."""
+    gpus = config.gpus_per_run
+    if gpus is None:
+        gpus = DEFAULT_GPU_FRACTION if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {
+        "num_cpus": config.cpus_per_run,
+        "num_gpus": gpus,
+        "resources": dict(config.resources_per_run),
+        "max_retries": config.max_retries,
+        "scheduling_strategy": "SPREAD",
+    }
+
+
+def _failure(spec: RunSpec, error: Exception) -> RunResult:
+    """A failed record from whatever the task raised (its own exception or a dead worker)."""
+    cause = getattr(error, "cause", None) or error
+    message = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
+    return RunResult(failed_record(spec, f"{type(cause).__name__}: {message}"[:2000]))
+
+
+def _line(result: RunResult) -> str:
+    """One line per finished run for the log."""
+    record = result.record
+    if record.status != "ok":
+        return f"FAILED {record.model} seed {record.seed}: {record.error}"
+    return (f"ok {record.model} seed {record.seed}: test accuracy {record.test_accuracy:.4f}, "
+            f"{record.epochs_run} epochs in {record.train_seconds:.0f} s")
+
+
+def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location) -> Outcome:
+    """Train every spec not yet recorded ok, writing each record as its task finishes."""
+    start = time.perf_counter()
+    specs = config.specs()
+    done = store.recorded_ok(location)
+    todo = [spec for spec in specs if spec.run_id not in done]
+    print(f"{len(specs)} runs in {config.name}: {len(specs) - len(todo)} already recorded, {len(todo)} to train",
+          file=sys.stderr)
+    ok = failed = 0
+    if todo:
+        connect(config.address)
+        arrays_ref = ray.put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
+        options = task_resources(config)
+        threads = max(1, round(config.cpus_per_run))
+        # A fresh process per run (max_calls=1): TF's thread count and GPU memory are fixed per
+        # process, and a finished run must hand its GPU memory back.
+        remote = ray.remote(max_calls=1)(_train_task)
+        pending = {
+            remote.options(**options).remote(spec, arrays_ref, dataset.name, threads, config.cpu_devices): spec
+            for spec in todo
+        }
+        with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+            while pending:
+                [finished], _ = ray.wait(list(pending), num_returns=1)
+                spec = pending.pop(finished)
+                try:
+                    result = ray.get(finished)
+                except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as error:
+                    result = _failure(spec, error)
+                record = with_fields(result.record, benchmark=config.name)
+                store.write_run(record, result.epochs, location)
+                ok, failed = ok + (record.status == "ok"), failed + (record.status != "ok")
+                bar.write(_line(result))
+                bar.update()
+    return Outcome(location, len(specs), len(specs) - len(todo), ok, failed, time.perf_counter() - start)
