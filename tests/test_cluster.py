@@ -1,0 +1,86 @@
+"""The benchmark against a real two-node Ray cluster on this machine (token auth on)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from localcluster import LocalCluster
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--models", "baseline,approach2", "--epochs", "1", "--train-limit", "2000", "--name", "two-node"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = LocalCluster([{"node_a": 1}, {"node_b": 1}])
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert cluster.leftover_pids() == [], "processes of the test cluster survived its teardown"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+def _benchmark(cluster: LocalCluster, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "jobs" / "benchmark.py"), "--address", cluster.address,
+               "--out", str(out), *SMALL, *flags]
+    return subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_run(cluster, out):
+    completed = _benchmark(cluster, out, "--seeds", "2")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def test_one_row_per_run_on_both_nodes(cluster, out, first_run):
+    runs = pd.read_parquet(out / "two-node" / "runs")
+    assert sorted(zip(runs["model"], runs["seed"])) == [("approach2", 0), ("approach2", 1),
+                                                        ("baseline", 0), ("baseline", 1)]
+    assert set(runs["status"]) == {"ok"}
+    nodes = cluster.node_resources()
+    by_resource = {next(r for r in resources if r.startswith("node_")): node for node, resources in nodes.items()
+                   if any(r.startswith("node_") for r in resources)}
+    assert set(runs["ray_node_id"]) == {by_resource["node_a"], by_resource["node_b"]}
+
+
+def test_run_threads_equal_its_cpus(out, first_run):
+    runs = pd.read_parquet(out / "two-node" / "runs")
+    assert set(runs["threads"]) == {1}
+
+
+def test_rerun_trains_nothing_and_adds_no_rows(cluster, out, first_run):
+    files = {p.name: p.stat().st_mtime_ns for p in (out / "two-node" / "runs").iterdir()}
+    completed = _benchmark(cluster, out, "--seeds", "2")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "4 already recorded, 0 to train" in completed.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "two-node" / "runs").iterdir()} == files
+
+
+def test_more_seeds_trains_only_the_new_seed(cluster, out, first_run):
+    completed = _benchmark(cluster, out, "--seeds", "3")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "4 already recorded, 2 to train" in completed.stderr
+    runs = pd.read_parquet(out / "two-node" / "runs")
+    assert len(runs) == 6 and sorted(runs.loc[runs["seed"] == 2, "model"]) == ["approach2", "baseline"]
+
+
+def test_ray_job_submit_with_working_dir(cluster, tmp_path):
+    command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard_url,
+               "--working-dir", str(REPO), "--", "python", "jobs/benchmark.py", "--out", str(tmp_path),
+               "--models", "approach2", "--seeds", "2", "--epochs", "1", "--train-limit", "1000",
+               "--name", "job", "--no-report"]
+    completed = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    runs = pd.read_parquet(tmp_path / "job" / "runs")
+    assert sorted(runs["seed"]) == [0, 1] and set(runs["status"]) == {"ok"}
