@@ -1,0 +1,293 @@
+"""Runs table -> per-model summary, the study's numbers beside ours, and the "same accuracy?" verdict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# The study's own figures (STUDY-FACTS.md): trainable parameters and the test accuracy
+# that model.evaluate() reported after fit, one unseeded run per model, on MNIST.
+STUDY: dict[str, tuple[int, float]] = {
+    "baseline": (591_786, 0.9859),
+    "approach1": (3_418, 0.9793),
+    "approach2": (3_130, 0.9666),
+}
+STUDY_DATASET = "mnist"
+REFERENCE_MODEL = "baseline"
+
+# Runs are pooled only when all of these agree: different settings are never averaged together.
+SETTINGS_KEYS = ["max_epochs", "batch_size", "train_limit"]
+COMPARISON_KEYS = ["dataset", "protocol", *SETTINGS_KEYS]
+SUMMARY_KEYS = ["dataset", "protocol", "model", *SETTINGS_KEYS]
+REQUIRED_COLUMNS = [*SUMMARY_KEYS, "status", "test_accuracy"]
+MODEL_PROPERTIES = ["params_trainable", "params_total", "params_non_trainable", "layers", "macs_per_image"]
+MEAN_COLUMNS = {"epochs_run": "epochs_run_mean", "train_seconds": "train_seconds_mean",
+                "images_per_second": "images_per_second_mean"}
+CONFIDENCE = 0.95
+MIN_RUNS_FOR_VERDICT = 2
+MAX_SEEDS_ESTIMATE = 10_000
+EQUIVALENT = "same accuracy (equivalent within the margin)"
+
+SUMMARY_COLUMNS = [
+    *SUMMARY_KEYS, "benchmarks", "ok_runs", "failed_runs", *MODEL_PROPERTIES,
+    "test_accuracy_mean", "test_accuracy_std", "test_accuracy_min", "test_accuracy_max",
+    "test_accuracy_ci_low", "test_accuracy_ci_high", *MEAN_COLUMNS.values(),
+    "study_params_trainable", "study_test_accuracy", "study_within_2std",
+]
+COMPARISON_COLUMNS = [
+    *COMPARISON_KEYS, "model", "reference", "n_model", "n_reference", "mean_model", "mean_reference",
+    "std_model", "std_reference", "difference", "ci_low", "ci_high", "welch_df", "margin",
+    "seeds_needed_per_model", "verdict",
+]
+
+
+def require_columns(runs: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Raise a readable error when the runs table lacks columns this module needs."""
+    missing = [name for name in columns if name not in runs.columns]
+    if missing:
+        raise ValueError(f"the runs table lacks column(s) {', '.join(missing)}; "
+                         f"it has: {', '.join(map(str, runs.columns))}")
+
+
+def model_sort_key(model: str) -> tuple[int, str]:
+    """Order models as the study does (baseline, approach1, approach2), then the others by name."""
+    study_order = list(STUDY)
+    return (study_order.index(model), "") if model in study_order else (len(study_order), model)
+
+
+def mean_std_ci(values: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean, sample std (ddof=1) and the t-distribution 95% CI of the mean; NaN where undefined."""
+    count = len(values)
+    if count == 0:
+        return (math.nan,) * 4
+    mean = float(np.mean(values))
+    if count == 1:
+        return mean, math.nan, math.nan, math.nan
+    std = float(np.std(values, ddof=1))
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, count - 1) * std / math.sqrt(count)
+    return mean, std, mean - half_width, mean + half_width
+
+
+def first_known(preferred: pd.Series, fallback: pd.Series) -> object:
+    """The first non-null value of `preferred`, else of `fallback`, else NA."""
+    for series in (preferred, fallback):
+        known = series.dropna()
+        if len(known):
+            return known.iloc[0]
+    return pd.NA
+
+
+def summarize_group(keys: tuple, group: pd.DataFrame) -> dict[str, object]:
+    """One summary row for the runs of one model under one (dataset, protocol, settings)."""
+    ok = group[group["status"] == "ok"]
+    accuracies = ok["test_accuracy"].dropna().to_numpy(dtype=float)
+    mean, std, ci_low, ci_high = mean_std_ci(accuracies)
+    row: dict[str, object] = dict(zip(SUMMARY_KEYS, keys))
+    benchmarks = group["benchmark"].dropna().unique() if "benchmark" in group else []
+    row["benchmarks"] = ", ".join(sorted(map(str, benchmarks)))
+    row["ok_runs"] = len(ok)
+    row["failed_runs"] = len(group) - len(ok)
+    for name in MODEL_PROPERTIES:
+        row[name] = first_known(ok[name], group[name]) if name in group else pd.NA
+    row.update(test_accuracy_mean=mean, test_accuracy_std=std,
+               test_accuracy_min=float(accuracies.min()) if len(accuracies) else math.nan,
+               test_accuracy_max=float(accuracies.max()) if len(accuracies) else math.nan,
+               test_accuracy_ci_low=ci_low, test_accuracy_ci_high=ci_high)
+    for source, target in MEAN_COLUMNS.items():
+        row[target] = mean_or_nan(ok[source]) if source in ok else math.nan
+    return row
+
+
+def mean_or_nan(values: pd.Series) -> float:
+    """Mean of the known values as a float; NaN when there are none."""
+    known = pd.to_numeric(values, errors="coerce").dropna()
+    return float(known.mean()) if len(known) else math.nan
+
+
+def as_nullable_ints(frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    """Cast columns to pandas' nullable Int64, so missing values (train_limit, failed runs) stay NA."""
+    for name in names:
+        frame[name] = pd.to_numeric(frame[name]).astype("Int64")
+    return frame
+
+
+def add_study_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    """Add the study's params and accuracy beside MNIST rows of its models, and the within-2-std flag."""
+    is_study = (summary["dataset"] == STUDY_DATASET) & summary["model"].isin(list(STUDY))
+    study_params = summary["model"].map(lambda model: STUDY.get(model, (pd.NA, math.nan))[0])
+    study_accuracy = summary["model"].map(lambda model: STUDY.get(model, (pd.NA, math.nan))[1])
+    summary["study_params_trainable"] = study_params.where(is_study, pd.NA).astype("Int64")
+    summary["study_test_accuracy"] = study_accuracy.where(is_study, math.nan).astype(float)
+    distance = (summary["study_test_accuracy"] - summary["test_accuracy_mean"]).abs()
+    within = (distance <= 2 * summary["test_accuracy_std"]).astype("boolean")
+    decidable = is_study & summary["test_accuracy_std"].notna()
+    summary["study_within_2std"] = within.where(decidable, pd.NA).astype("boolean")
+    return summary
+
+
+def duplicate_run_ids(runs: pd.DataFrame) -> list[str]:
+    """Run ids that occur in more than one row (e.g. the same spec in two benchmarks, or a retried failure)."""
+    counts = runs["run_id"].value_counts()
+    return sorted(counts[counts > 1].index.astype(str))
+
+
+def distinct_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run_id, an ok record preferred: the same seeded run must not be counted twice."""
+    if "run_id" not in runs.columns:
+        return runs
+    ok_first = runs.assign(_failed=runs["status"] != "ok").sort_values("_failed", kind="stable")
+    return ok_first.drop_duplicates("run_id").drop(columns="_failed").sort_index()
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, protocol, model, max_epochs, batch_size, train_limit): counts, params, accuracy stats.
+
+    Failed runs are counted in `failed_runs`, never averaged. A run_id that appears in several rows
+    counts once (its ok record if any). Accuracies are fractions (0..1); the CI is the two-sided
+    95% t interval of the mean, NaN with fewer than two ok runs.
+    """
+    require_columns(runs, REQUIRED_COLUMNS)
+    groups = distinct_runs(runs).groupby(SUMMARY_KEYS, dropna=False, sort=False)
+    rows = [summarize_group(keys, group) for keys, group in groups]
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:-3])
+    summary = as_nullable_ints(summary, [*SETTINGS_KEYS, "ok_runs", "failed_runs", *MODEL_PROPERTIES])
+    summary = add_study_columns(summary)
+    order = summary["model"].map(model_sort_key)
+    summary = summary.assign(_order=order).sort_values(
+        ["dataset", "protocol", "max_epochs", "batch_size", "train_limit", "_order"], na_position="first")
+    return summary.drop(columns="_order").reset_index(drop=True)[SUMMARY_COLUMNS]
+
+
+def study_sentences(summary: pd.DataFrame) -> list[str]:
+    """A sentence for each study model whose study accuracy lies outside our mean +- 2 std, or whose params differ."""
+    sentences = []
+    for row in summary[summary["study_params_trainable"].notna()].itertuples(index=False):
+        label = f"{row.model} ({describe_settings(row)})"
+        if pd.notna(row.params_trainable) and row.params_trainable != row.study_params_trainable:
+            sentences.append(f"{label}: our model has {row.params_trainable:,} trainable parameters, "
+                             f"the study's {row.study_params_trainable:,}.")
+        if pd.notna(row.study_within_2std) and not row.study_within_2std:
+            sentences.append(f"{label}: {describe_study_gap(row)}")
+    return sentences
+
+
+def describe_study_gap(row: object) -> str:
+    """'the study's 96.66% lies 4.1 std below our mean 97.80% ± 0.31 (n=5)' for one summary row."""
+    study, mean, std = row.study_test_accuracy, row.test_accuracy_mean, row.test_accuracy_std
+    direction = "below" if study < mean else "above"
+    if std == 0:
+        return f"the study's {study:.2%} lies {direction} our {mean:.2%}, which all {row.ok_runs} runs gave exactly."
+    return (f"the study's {study:.2%} lies {abs(study - mean) / std:.1f} std {direction} our mean "
+            f"{mean:.2%} ± {std * 100:.2f} (n={row.ok_runs}).")
+
+
+def describe_settings(row: object) -> str:
+    """'mnist, holdout, ≤10 epochs, batch 32, full training set' for a summary or comparison row."""
+    limit = "full training set" if pd.isna(row.train_limit) else f"first {int(row.train_limit):,} training images"
+    epochs = "?" if pd.isna(row.max_epochs) else int(row.max_epochs)
+    batch = "?" if pd.isna(row.batch_size) else int(row.batch_size)
+    return f"{row.dataset}, {row.protocol}, ≤{epochs} epochs, batch {batch}, {limit}"
+
+
+def welch_difference(mean_model: float, std_model: float, n_model: int,
+                     mean_reference: float, std_reference: float, n_reference: int,
+                     ) -> tuple[float, float, float, float]:
+    """Difference of means (model - reference), its 95% Welch CI, and the Welch-Satterthwaite df."""
+    difference = mean_model - mean_reference
+    variance_model, variance_reference = std_model**2 / n_model, std_reference**2 / n_reference
+    standard_error = math.sqrt(variance_model + variance_reference)
+    if standard_error == 0:  # every run of both models gave the same accuracy: the CI is a point
+        return difference, difference, difference, float(n_model + n_reference - 2)
+    df = standard_error**4 / (variance_model**2 / (n_model - 1) + variance_reference**2 / (n_reference - 1))
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * standard_error
+    return difference, difference - half_width, difference + half_width, df
+
+
+def seeds_needed(difference: float, std_model: float, std_reference: float, margin: float) -> int | None:
+    """Seeds per model (same for both) that would make the Welch CI decisive, if the observed means and stds held.
+
+    The CI decides once its half-width is below max(margin - |difference|, |difference|): below the
+    first it fits inside (-margin, +margin), below the second it excludes 0. None if over 10,000.
+    """
+    target = max(margin - abs(difference), abs(difference))
+    variance_sum = std_model**2 + std_reference**2
+    if variance_sum == 0:
+        return MIN_RUNS_FOR_VERDICT
+    seeds = np.arange(MIN_RUNS_FOR_VERDICT, MAX_SEEDS_ESTIMATE + 1)
+    df = variance_sum**2 * (seeds - 1) / (std_model**4 + std_reference**4)
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * np.sqrt(variance_sum / seeds)
+    enough = np.flatnonzero(half_width < target)
+    return int(seeds[enough[0]]) if len(enough) else None
+
+
+def verdict(ci_low: float, ci_high: float, margin: float) -> str:
+    """Equivalent if the CI lies inside (-margin, +margin); else lower / higher if it excludes 0; else inconclusive."""
+    if -margin < ci_low and ci_high < margin:
+        return EQUIVALENT
+    if ci_high < 0:
+        return "lower"
+    if ci_low > 0:
+        return "higher"
+    return "inconclusive"
+
+
+def compare_pair(model_row: pd.Series, reference_row: pd.Series, margin: float) -> dict[str, object]:
+    """One comparison row: a model against the reference of its group."""
+    n_model, n_reference = int(model_row["ok_runs"]), int(reference_row["ok_runs"])
+    row: dict[str, object] = {key: model_row[key] for key in COMPARISON_KEYS}
+    row.update(model=model_row["model"], reference=REFERENCE_MODEL, n_model=n_model, n_reference=n_reference,
+               mean_model=model_row["test_accuracy_mean"], mean_reference=reference_row["test_accuracy_mean"],
+               std_model=model_row["test_accuracy_std"], std_reference=reference_row["test_accuracy_std"],
+               margin=margin, difference=math.nan, ci_low=math.nan, ci_high=math.nan, welch_df=math.nan,
+               seeds_needed_per_model=pd.NA)
+    if min(n_model, n_reference) < MIN_RUNS_FOR_VERDICT:
+        row["verdict"] = f"inconclusive: needs at least {MIN_RUNS_FOR_VERDICT} ok runs per model"
+        return row
+    difference, ci_low, ci_high, df = welch_difference(
+        row["mean_model"], row["std_model"], n_model, row["mean_reference"], row["std_reference"], n_reference)
+    row.update(difference=difference, ci_low=ci_low, ci_high=ci_high, welch_df=df,
+               verdict=verdict(ci_low, ci_high, margin))
+    if row["verdict"] == "inconclusive":
+        needed = seeds_needed(difference, row["std_model"], row["std_reference"], margin)
+        row["seeds_needed_per_model"] = needed if needed is not None else pd.NA
+        amount = f"about {needed}" if needed is not None else f"more than {MAX_SEEDS_ESTIMATE:,}"
+        row["verdict"] = (f"inconclusive: {amount} seeds per model would be needed "
+                          f"(now {n_model} vs {n_reference})")
+    return row
+
+
+def check_margin(margin: float) -> None:
+    """Refuse margins that are not a small positive fraction (0.005 = 0.5 percentage points)."""
+    if not 0 < margin <= 0.1:
+        raise ValueError(f"margin is a fraction of 1 (0.005 = 0.5 percentage points) and must lie in (0, 0.1]; "
+                         f"got {margin}")
+
+
+def compare_to_baseline(runs: pd.DataFrame, margin: float = 0.005) -> pd.DataFrame:
+    """Each non-baseline model against the baseline of its (dataset, protocol, settings) group.
+
+    difference = mean test accuracy (model - baseline), as a fraction, with its 95% Welch CI
+    (Welch-Satterthwaite df). Verdict, checked in this order:
+    - fewer than 2 ok runs of either model: "inconclusive: needs at least 2 ok runs per model";
+    - CI strictly inside (-margin, +margin): "same accuracy (equivalent within the margin)";
+    - CI upper end < 0: "lower"; CI lower end > 0: "higher";
+    - otherwise "inconclusive: about N seeds per model would be needed (now a vs b)", where N is the
+      smallest equal number of seeds per model whose CI half-width, with the observed stds and
+      difference unchanged, is below max(margin - |difference|, |difference|) (see `seeds_needed`).
+    Groups without a baseline give no rows.
+    """
+    check_margin(margin)
+    summary = summarize(runs)
+    rows = []
+    for _, group in summary.groupby(COMPARISON_KEYS, dropna=False, sort=False):
+        references = group[group["model"] == REFERENCE_MODEL]
+        if references.empty:
+            continue
+        for _, model_row in group[group["model"] != REFERENCE_MODEL].iterrows():
+            rows.append(compare_pair(model_row, references.iloc[0], margin))
+    comparison = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    return as_nullable_ints(comparison, [*SETTINGS_KEYS, "n_model", "n_reference", "seeds_needed_per_model"])

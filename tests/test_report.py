@@ -1,0 +1,142 @@
+"""Tests for reducecnn.report: files written, their pixels, and what summary.md says."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import struct
+
+import pandas as pd
+import pytest
+
+from reducecnn.aggregate import summarize
+from reducecnn.report import learning_curves_pixels, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PARAMS = {"baseline": (591_786, 591_786, 5), "approach1": (3_418, 3_578, 10), "approach2": (3_130, 3_226, 9)}
+
+
+def make_runs(rows: list[tuple], dataset: str = "mnist", protocol: str = "holdout") -> pd.DataFrame:
+    """A runs table from (model, seed, test_accuracy, status) tuples; other columns get plausible values."""
+    records = []
+    for model, seed, test_accuracy, status in rows:
+        trainable, total, layers = PARAMS.get(model, (1_000, 1_000, 3))
+        ok = status == "ok"
+        records.append(dict(
+            schema_version=1, run_id=f"{model}-s{seed}-{dataset}-{protocol}", benchmark="test", model=model, seed=seed,
+            dataset=dataset, protocol=protocol, status=status, error=None if ok else "boom",
+            params_total=total, params_trainable=trainable, params_non_trainable=total - trainable,
+            layers=layers, macs_per_image=10 * total, max_epochs=10, batch_size=32, patience=1,
+            train_limit=pd.NA, epochs_run=3 if ok else 0, stopped_early=ok,
+            train_loss=0.05, train_accuracy=0.99, val_loss=0.06, val_accuracy=test_accuracy,
+            test_loss=0.06, test_accuracy=test_accuracy if ok else math.nan,
+            train_seconds=90.0 if ok else math.nan, images_per_second=2_000.0 if ok else math.nan,
+            started_at=pd.Timestamp("2025-01-01", tz="UTC"), finished_at=pd.Timestamp("2025-01-01 00:02", tz="UTC"),
+            host="laptop", ray_node_id="node", devices="CPU", strategy="default", replicas=1, threads=1,
+            tensorflow_version="2.21.0", keras_version="3.15.0", ray_version="2.60.0",
+            reducecnn_version="0.1.0", spec_json="{}",
+        ))
+    return pd.DataFrame(records).astype({"train_limit": "Int64", "max_epochs": "int32", "batch_size": "int32"})
+
+
+def make_epochs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Epoch rows for every ok run: validation accuracy rising to the run's test accuracy."""
+    rows = []
+    for run in runs[runs["status"] == "ok"].itertuples():
+        for epoch in range(1, run.epochs_run + 1):
+            rows.append(dict(run_id=run.run_id, benchmark=run.benchmark, model=run.model, seed=run.seed,
+                             dataset=run.dataset, protocol=run.protocol, epoch=epoch, loss=0.1, accuracy=0.97,
+                             val_loss=0.1, val_accuracy=run.test_accuracy - 0.01 / epoch, epoch_seconds=30.0))
+    return pd.DataFrame(rows)
+
+
+def two_protocols() -> pd.DataFrame:
+    """Baseline x3 and a single approach1 run under holdout; baseline x2 and a failed approach2 under study."""
+    holdout = make_runs([("baseline", 0, 0.984, "ok"), ("baseline", 1, 0.986, "ok"), ("baseline", 2, 0.988, "ok"),
+                         ("approach1", 0, 0.975, "ok")], protocol="holdout")
+    study = make_runs([("baseline", 0, 0.985, "ok"), ("baseline", 1, 0.987, "ok"), ("approach2", 0, 0.0, "failed")],
+                      protocol="study")
+    return pd.concat([holdout, study], ignore_index=True)
+
+
+def png_size(path: pathlib.Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk, after checking the signature."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == PNG_SIGNATURE
+    assert header[12:16] == b"IHDR"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """summary.md of a report written once from two_protocols(), with one warning; tests only read it."""
+    runs = two_protocols()
+    out_dir = tmp_path_factory.mktemp("report")
+    return write_report(runs, make_epochs(runs), out_dir, warnings=["2 runs of approach2 are missing"])
+
+
+def test_returns_the_markdown_path(report):
+    assert report.name == "summary.md" and report.is_file()
+
+
+def test_accuracy_plot_is_800_by_500_png(report):
+    assert png_size(report.parent / "plots" / "accuracy_vs_params.png") == (800, 500)
+
+
+def test_learning_curves_png_has_one_panel_per_protocol(report):
+    assert learning_curves_pixels(2) == (1200, 500)
+    assert png_size(report.parent / "plots" / "learning_curves.png") == (1200, 500)
+
+
+def test_learning_curves_grow_a_row_for_a_third_group(tmp_path):
+    runs = pd.concat([two_protocols(), make_runs([("baseline", 0, 0.90, "ok")], dataset="fashion_mnist")])
+    write_report(runs, make_epochs(runs), tmp_path)
+    assert png_size(tmp_path / "plots" / "learning_curves.png") == (1200, 1000)
+
+
+def test_markdown_shows_mean_plus_minus_std(report):
+    assert "| baseline | 591,786 | 591,786 | 5 | 5,917,860 | 3 / 0 | 98.60 ± 0.20 |" in report.read_text()
+
+
+def test_markdown_shows_a_dash_for_a_single_run_std(report):
+    assert "| 97.50 ± - |" in report.read_text()
+
+
+def test_markdown_counts_a_failed_run(report):
+    assert "| approach2 | 3,130 | 3,226 | 9 | 32,260 | 0 / 1 | - |" in report.read_text()
+
+
+def test_markdown_lists_the_warnings(report):
+    assert "## Warnings\n\n- 2 runs of approach2 are missing" in report.read_text()
+
+
+def test_markdown_gives_the_baseline_verdict(report):
+    assert "| approach1 | 1 / 3 | - | - | inconclusive: needs at least 2 ok runs per model |" in report.read_text()
+
+
+def test_a_duplicated_run_is_named_in_the_warnings(tmp_path):
+    runs = two_protocols()
+    markdown = write_report(pd.concat([runs, runs.iloc[:1]]), make_epochs(runs), tmp_path).read_text()
+    assert "- 1 run id(s) appear in more than one row and were counted once" in markdown
+
+
+def test_summary_parquet_round_trips(report):
+    pd.testing.assert_frame_equal(pd.read_parquet(report.parent / "summary.parquet"), summarize(two_protocols()))
+
+
+def test_no_temporary_files_are_left(report):
+    assert sorted(path.name for path in report.parent.rglob(".*")) == []
+
+
+def test_empty_runs_raise_a_clear_error(tmp_path):
+    no_runs = make_runs([("baseline", 0, 0.98, "ok")]).iloc[0:0]
+    with pytest.raises(ValueError, match="no runs"):
+        write_report(no_runs, pd.DataFrame(), tmp_path)
+
+
+def test_only_failed_runs_still_write_counts_and_plots(tmp_path):
+    runs = make_runs([("baseline", 0, 0.0, "failed"), ("baseline", 1, 0.0, "failed")])
+    markdown = write_report(runs, pd.DataFrame(), tmp_path).read_text()
+    assert "| 0 / 2 |" in markdown
+    assert png_size(tmp_path / "plots" / "accuracy_vs_params.png") == (800, 500)
+    assert png_size(tmp_path / "plots" / "learning_curves.png") == (1200, 500)
