@@ -8,7 +8,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from reducecnn import data  # noqa: E402
+from reducecnn import data, devices  # noqa: E402
+
+# In-process runs use one TF thread, fixed before any test touches TensorFlow: thread counts
+# cannot change once TF is initialised, and they change the numbers.
+devices.configure(threads=1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,92 @@
+"""The command line: one-line errors, exit 2, nothing written; models table; one run in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reducecnn.cli import benchmark_main, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--seed-list=-1,2"], "seeds must be >= 0"),
+    (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
+    (["--batch-size", "0"], "batch_size: Input should be greater than or equal to 1"),
+    (["--gpus-per-run", "-1"], "gpus_per_run: Input should be greater than or equal to 0"),
+    (["--gpus-per-run", "1.5"], "gpus_per_run 1.5 must be a fraction <= 1 or a whole number"),
+    (["--protocol", "holdon"], "protocol: Input should be 'holdout' or 'study'"),
+    (["--dataset", "cifar"], "dataset: Input should be 'mnist' or 'fashion_mnist'"),
+    (["--config", "/nonexistent/bench.yaml"], "config file /nonexistent/bench.yaml does not exist"),
+    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+])
+def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(benchmark_main([*argv, "--out", str(tmp_path / "out")]))
+    assert exit_info.value.code == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_misspelled_config_key_is_named(tmp_path, capsys):
+    (tmp_path / "bench.yaml").write_text("seedz: [0, 1]\n")
+    assert benchmark_main(["--config", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out")]) == 2
+    assert "seedz: unknown field (check the spelling)" in _one_line_error(capsys)
+
+
+def test_data_dir_without_mnist_is_one_line_and_writes_no_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = benchmark_main(["--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "holds no mnist" in _one_line_error(capsys)
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "aproach1", "--seed", "0"], "unknown model 'aproach1'"),
+    (["--model", "baseline", "--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+    (["--model", "baseline", "--seed", "0", "--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
+    (["--model", "baseline", "--seed", "0", "--protocol", "x"], "protocol: Input should be 'holdout' or 'study'"),
+])
+def test_bad_train_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["train", *argv, "--out", str(tmp_path)]) == 2
+    assert message in _one_line_error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_models_prints_the_parameter_table(capsys):
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    assert "591,786" in table and "3,418" in table and "3,130" in table
+
+
+def test_train_writes_one_record(tmp_path, capsys):
+    argv = ["train", "--model", "baseline", "--seed", "1", "--epochs", "1", "--train-limit", "1000",
+            "--threads", "1", "--out", str(tmp_path), "--name", "one"]
+    assert main(argv) == 0
+    runs = pd.read_parquet(tmp_path / "one" / "runs")
+    assert runs[["model", "seed", "status", "benchmark"]].values.tolist() == [["baseline", 1, "ok", "one"]]
+
+
+def test_mirrored_over_two_logical_cpus(tmp_path):
+    # A fresh process: logical devices must be configured before TensorFlow initialises.
+    command = [sys.executable, "-m", "reducecnn", "train", "--model", "approach2", "--seed", "0", "--epochs", "1",
+               "--train-limit", "1000", "--cpu-devices", "2", "--out", str(tmp_path), "--name", "mirrored"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    record = pd.read_parquet(tmp_path / "mirrored" / "runs").iloc[0]
+    assert (record["strategy"], record["replicas"], record["devices"]) == ("mirrored", 2, "CPU:0,CPU:1")
+    assert json.loads(record["spec_json"])["batch_size"] == 32  # global batch, split over the replicas
