@@ -29,16 +29,18 @@ class Outcome:
     wall_seconds: float
 
 
-def connect(address: str | None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray on this machine."""
+def connect(address: str | None) -> str | None:
+    """Join the cluster at `address` (or $RAY_ADDRESS, or one `ray start` left here), else start
+    a local Ray; returns the dashboard URL, if any."""
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        context = ray.init(address=address)
     else:
-        # A laptop run: the dashboard listens on localhost only.
-        ray.init(dashboard_host="127.0.0.1", include_dashboard=None)
+        # A laptop run: the dashboard (and the Jobs API behind it) listens on localhost only.
+        context = ray.init(dashboard_host="127.0.0.1")
+    return context.dashboard_url or None
 
 
 def _train_task(spec: RunSpec, arrays: tuple, dataset_name: str, threads: int, cpu_devices: int) -> RunResult:
@@ -82,17 +84,20 @@ def _line(result: RunResult) -> str:
             f"{record.epochs_run} epochs in {record.train_seconds:.0f} s")
 
 
-def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location) -> Outcome:
-    """Train every spec not yet recorded ok, writing each record as its task finishes."""
+def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location,
+                  specs: list[RunSpec] | None = None) -> Outcome:
+    """Train every spec (default: the config's) not yet recorded ok, writing each record as it finishes."""
     start = time.perf_counter()
-    specs = config.specs()
+    specs = config.specs() if specs is None else specs
     done = store.recorded_ok(location)
     todo = [spec for spec in specs if spec.run_id not in done]
     print(f"{len(specs)} runs in {config.name}: {len(specs) - len(todo)} already recorded, {len(todo)} to train",
           file=sys.stderr)
     ok = failed = 0
     if todo:
-        connect(config.address)
+        dashboard = connect(config.address)
+        if dashboard:
+            print(f"Ray dashboard: http://{dashboard.removeprefix('http://')}", file=sys.stderr)
         arrays_ref = ray.put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
         options = task_resources(config)
         threads = max(1, round(config.cpus_per_run))

@@ -16,16 +16,6 @@ SMALL = ["--models", "baseline,approach2", "--epochs", "1", "--train-limit", "20
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = LocalCluster([{"node_a": 1}, {"node_b": 1}])
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        assert cluster.leftover_pids() == [], "processes of the test cluster survived its teardown"
-
-
-@pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("results")
 
