@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup test test-slow benchmark quick clean
+.PHONY: setup test test-slow chaos benchmark quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup
 # Full-data and multi-minute tests.
 test-slow: setup
 	$(PY) -m pytest -m slow $(ARGS)
+
+# Random worker and driver kills on a real two-node cluster; prints kills, duplicates, lost specs.
+chaos: setup
+	$(PY) tests/chaos.py $(ARGS)
 
 # The main job on a laptop: 3 models x 5 seeds, full MNIST, holdout protocol, local Ray.
 benchmark: setup

@@ -1,0 +1,137 @@
+"""Chaos run: a small benchmark on a real two-node Ray cluster while workers and the driver are
+SIGKILLed at random moments; the driver is restarted after each kill. Prints what survived.
+
+    .venv/bin/python tests/chaos.py [--worker-kills 20] [--driver-kills 10] [--seed 0]
+
+Target: 0 duplicates, 0 partial files, 0 lost specs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from localcluster import LocalCluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS, SEEDS = "baseline,approach2", 10
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+def training_workers(cluster: LocalCluster) -> list[int]:
+    """PIDs of Ray workers of THIS cluster executing a training task (their raylet names our temp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _cmdline(int(entry.name)).startswith("ray::_train_task"):
+            if cluster.temp_dir in _cmdline(_parent(int(entry.name))):
+                pids.append(int(entry.name))
+    return pids
+
+
+def start_driver(cluster: LocalCluster, out: Path) -> subprocess.Popen:
+    command = [sys.executable, str(REPO / "jobs" / "benchmark.py"), "--address", cluster.address, "--out", str(out),
+               "--name", "chaos", "--models", MODELS, "--seeds", str(SEEDS), "--epochs", "1",
+               "--train-limit", "3000", "--max-retries", "3", "--no-report"]
+    return subprocess.Popen(command, env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def inspect(runs_dir: Path) -> dict[str, int]:
+    """Count ok records, duplicates, partial files and lost specs in the results folder."""
+    visible = [p for p in runs_dir.iterdir() if not p.name.startswith(".")] if runs_dir.is_dir() else []
+    partial = 0
+    for path in visible:
+        try:
+            pq.read_table(path)
+        except Exception:  # noqa: BLE001 - any unreadable file counts
+            partial += 1
+    runs = pd.read_parquet(runs_dir) if visible and not partial else pd.DataFrame(columns=["model", "seed", "status"])
+    ok = runs[runs["status"] == "ok"]
+    wanted = {(model, seed) for model in MODELS.split(",") for seed in range(SEEDS)}
+    return {
+        "specs": len(wanted),
+        "ok records": len(ok),
+        "duplicates": int(runs.duplicated(["model", "seed"]).sum()),
+        "partial files": partial,
+        "temporary files left (invisible to readers)": sum(p.name.startswith(".") for p in runs_dir.iterdir()),
+        "lost specs": len(wanted - set(zip(ok["model"], ok["seed"]))),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker-kills", type=int, default=20)
+    parser.add_argument("--driver-kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    out = Path(tempfile.mkdtemp(prefix="chaos-"))
+    cluster = LocalCluster([{"node_a": 1}, {"node_b": 1}])
+    worker_kills = driver_kills = driver_starts = 0
+    start = time.monotonic()
+    try:
+        driver = start_driver(cluster, out)
+        driver_starts += 1
+        while worker_kills < args.worker_kills or driver_kills < args.driver_kills:
+            time.sleep(rng.uniform(1.0, 6.0))
+            if driver.poll() == 0:
+                break  # everything recorded ok before the kills ran out
+            if driver.poll() is not None:  # some runs failed (retries used up): a new driver retries them
+                driver = start_driver(cluster, out)
+                driver_starts += 1
+                continue
+            if worker_kills < args.worker_kills and (driver_kills >= args.driver_kills or rng.random() < 0.67):
+                workers = training_workers(cluster)
+                if workers:
+                    os.kill(rng.choice(workers), signal.SIGKILL)
+                    worker_kills += 1
+            else:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait()
+                driver_kills += 1
+                driver = start_driver(cluster, out)
+                driver_starts += 1
+        driver.wait(timeout=600)
+        final = start_driver(cluster, out)  # no more chaos: must finish everything cleanly
+        driver_starts += 1
+        final_code = final.wait(timeout=600)
+    finally:
+        cluster.stop()
+    counts = inspect(out / "chaos" / "runs")
+    print(f"worker kills: {worker_kills}\ndriver kills: {driver_kills}\ndriver starts: {driver_starts}")
+    for name, value in counts.items():
+        print(f"{name}: {value}")
+    print(f"final driver exit code: {final_code}\nwall seconds: {time.monotonic() - start:.0f}\nresults: {out}")
+    clean = counts["duplicates"] == counts["partial files"] == counts["lost specs"] == 0 and final_code == 0
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
