@@ -32,7 +32,7 @@ RUNS_SCHEMA = pa.schema([
     ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
     ("started_at", _TIMESTAMP), ("finished_at", _TIMESTAMP),
     ("host", pa.string()), ("ray_node_id", pa.string()), ("devices", pa.string()),
-    ("strategy", pa.string()), ("replicas", pa.int32()), ("threads", pa.int32()),
+    ("strategy", pa.string()), ("replicas", pa.int32()), ("threads", pa.int32()), ("peak_rss_mb", pa.float64()),
     ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
     ("ray_version", pa.string()), ("reducecnn_version", pa.string()), ("spec_json", pa.string()),
 ], metadata=_METADATA)
@@ -152,13 +152,20 @@ def _read_checked(path: str, location: Location, columns: list[str] | None = Non
         raise ValueError(f"not valid Parquet ({str(error).splitlines()[0]})") from None
 
 
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast to the current schema; a column added since the file was written reads as null."""
+    for missing in (f for f in schema if f.name not in table.column_names):
+        table = table.append_column(missing, pa.nulls(len(table), missing.type))
+    return table.select(schema.names).cast(schema)
+
+
 def read_table(location: Location, folder: str = "runs") -> tuple[pd.DataFrame, list[str]]:
     """All readable files of runs/ or epochs/ as one frame, plus a warning per skipped file."""
     schema = RUNS_SCHEMA if folder == "runs" else EPOCHS_SCHEMA
     tables, warnings = [], []
     for path in _parquet_files(location, folder):
         try:
-            tables.append(_read_checked(path, location).cast(schema))
+            tables.append(_conform(_read_checked(path, location), schema))
         except ValueError as error:
             warnings.append(f"skipped {path}: {error}")
     table = pa.concat_tables(tables) if tables else schema.empty_table()

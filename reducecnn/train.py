@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import math
+import resource
 import socket
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class RunRecord:
     strategy: str | None = None
     replicas: int | None = None
     threads: int | None = None
+    peak_rss_mb: float | None = None
     tensorflow_version: str | None = None
     keras_version: str | None = None
     ray_version: str | None = None
@@ -191,7 +193,8 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
         train_seconds=train_seconds, images_per_second=epochs_run * len(data.x_train) / train_seconds,
         started_at=started_at, finished_at=datetime.now(timezone.utc),
         devices=placement.devices, strategy=placement.strategy_name, replicas=placement.replicas,
-        threads=placement.threads, tensorflow_version=tf.__version__, keras_version=keras.__version__,
+        threads=placement.threads, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        tensorflow_version=tf.__version__, keras_version=keras.__version__,
         ray_version=_version("ray"),
     )
     return RunResult(record, _epoch_rows(spec, history, timer.seconds))

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from reducecnn import store
@@ -112,3 +113,12 @@ def test_unwritable_output_is_a_user_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UserError, match="not writable"):
         store.prepare(store.locate(str(tmp_path / "afile" / "deeper"), "bench"))
+
+
+def test_column_added_later_reads_as_null_from_older_files(location, tmp_path):
+    store.write_run(_ok_record(0), [], location)
+    path = tmp_path / "bench" / "runs" / f"{_ok_record(0).run_id}.parquet"
+    older = pq.read_table(path)
+    pq.write_table(older.drop_columns(["peak_rss_mb"]), path)
+    runs, warnings = store.read_table(location, "runs")
+    assert warnings == [] and runs["peak_rss_mb"].isna().all() and list(runs.columns) == store.RUNS_SCHEMA.names
