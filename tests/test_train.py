@@ -56,3 +56,10 @@ def test_failed_record_keeps_spec_and_error():
     record = train.failed_record(RunSpec(model="baseline", seed=2), "boom")
     assert (record.status, record.error, record.seed, record.test_accuracy) == ("failed", "boom", 2, None)
     assert not math.isnan(record.finished_at.timestamp())
+
+
+def test_steps_per_execution_changes_speed_not_numbers(small_mnist, approach2_result):
+    spec = RunSpec(model="approach2", seed=3, epochs=1, train_limit=2_000)
+    one_step = train.run(spec, small_mnist, threads=1, steps_per_execution=1).record
+    assert (one_step.train_loss, one_step.test_loss) == (approach2_result.record.train_loss,
+                                                         approach2_result.record.test_loss)
