@@ -165,13 +165,15 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     import keras
     import tensorflow as tf
 
+    keras.backend.clear_session()  # a reused worker process starts each run from a clean slate
     keras.utils.set_random_seed(spec.seed)
     placement = devices.place(cpu_devices)
     with placement.strategy.scope():
         model = MODELS[spec.model]()
         model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
                       optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
-                      steps_per_execution=steps_per_execution)
+                      # Keras's multi-step loop fails under MirroredStrategy: one step per call there.
+                      steps_per_execution=steps_per_execution if placement.replicas == 1 else 1)
     info = describe(model)
     timer = _epoch_timer()
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience),
