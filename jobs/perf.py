@@ -136,12 +136,11 @@ def run_way(way: str, args: argparse.Namespace, workdir: Path) -> dict:
     return {"way": way, "wall_seconds": wall, "rows": json.loads(result_file.read_text())}
 
 
-def print_table(results: list[dict]) -> None:
+def print_table(results: list[dict], models: list[str]) -> None:
     """Wall time, images/s per run, peak memory, mean accuracy per model, and ratios to the notebook."""
     import pandas as pd
 
     reference = {r["way"]: r["wall_seconds"] for r in results}
-    models = list(dict.fromkeys(row["model"] for r in results for row in r["rows"]))
     header = (f"{'way':<10}{'wall s':>9}{'runs':>6}{'img/s/run':>11}{'peak MB/run':>13}"
               + "".join(f"{m + ' acc':>16}" for m in models) + f"{'vs notebook':>13}{'vs tune':>9}")
     print(header)
@@ -189,7 +188,7 @@ def main() -> int:
         for way in ways:
             results.append(run_way(way, args, Path(workdir)))
             print(f"{way}: {results[-1]['wall_seconds']:.1f} s", flush=True)
-    print_table(results)
+    print_table(results, args.models.split(","))
     return 0
 
 

@@ -101,9 +101,10 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         arrays_ref = ray.put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
         options = task_resources(config)
         threads = max(1, round(config.cpus_per_run))
-        # A fresh process per run (max_calls=1): TF's thread count and GPU memory are fixed per
-        # process, and a finished run must hand its GPU memory back.
-        remote = ray.remote(max_calls=1)(_train_task)
+        # GPU runs get a fresh process each (max_calls=1) so a finished run hands its GPU memory
+        # back. CPU workers are reused (0 = no limit): TensorFlow's import and start-up cost seconds
+        # per run, and every run of a benchmark asks for the same threads, fixed per process.
+        remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(_train_task)
         pending = {
             remote.options(**options).remote(spec, arrays_ref, dataset.name, threads, config.cpu_devices): spec
             for spec in todo
