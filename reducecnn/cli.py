@@ -38,6 +38,9 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, help="early-stopping patience on val_loss (default: holdout 2, study 1)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
+    parser.add_argument("--lr-schedule", help="constant (default, as the study) or cosine (decay to 0 over all epochs)")
+    parser.add_argument("--augment-shift", type=int, help="shift training images randomly by up to N pixels (0-4, "
+                        "default 0)")
     parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (default: offline sources)")
     parser.add_argument("--name", help="benchmark name: results go to OUT/NAME/ (default mnist-holdout)")
     parser.add_argument("--out", help="results root, a local folder or a pyarrow.fs URI such as s3://bucket/prefix "
@@ -86,8 +89,8 @@ def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
 
 
 _FLAG_FIELDS = ("models", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate", "train_limit",
-                "data_dir", "name", "out", "address", "cpus_per_run", "gpus_per_run", "cpu_devices", "max_retries",
-                "report")
+                "lr_schedule", "augment_shift", "data_dir", "name", "out", "address", "cpus_per_run", "gpus_per_run",
+                "cpu_devices", "max_retries", "report")
 
 
 def benchmark_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from reducecnn import data, store
 
     fields = ("model", "seed", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate",
-              "train_limit")
+              "train_limit", "lr_schedule", "augment_shift")
     spec = make_run_spec({name: getattr(args, name) for name in fields if getattr(args, name) is not None})
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")

@@ -15,6 +15,9 @@ DATASETS = ("mnist", "fashion_mnist")
 STUDY_MODELS = ("baseline", "approach1", "approach2")
 # Early-stopping patience when the spec does not set one: the study's code used 1.
 DEFAULT_PATIENCE = {"holdout": 2, "study": 1}
+# Fields added after results were first recorded enter the run-id digest only when set away
+# from their default, so every run id recorded before them stays valid (resume keeps working).
+ADDED_LATER = {"lr_schedule": "constant", "augment_shift": 0}
 
 
 class UserError(Exception):
@@ -36,11 +39,14 @@ class RunSpec(BaseModel):
     optimizer: Literal["adam"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)
     train_limit: int | None = Field(None, ge=1)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to 0 over all epochs
+    augment_shift: int = Field(0, ge=0, le=4)  # random translation of up to N pixels while training
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        from reducecnn.models import MODELS  # models imports config only for UserError
+        # Imported here: the registry lists names without importing TensorFlow.
+        from reducecnn.models import MODELS
 
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
@@ -55,7 +61,11 @@ class RunSpec(BaseModel):
     @property
     def digest(self) -> str:
         """Short hash of every field: a changed knob gives a new run id."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        fields = self.model_dump(mode="json")
+        for name, default in ADDED_LATER.items():
+            if fields[name] == default:
+                del fields[name]
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
     @property
@@ -78,6 +88,8 @@ class BenchmarkConfig(BaseModel):
     patience: int | None = Field(None, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     train_limit: int | None = Field(None, ge=1)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    augment_shift: int = Field(0, ge=0, le=4)
     data_dir: str | None = None
     out: str = "results"
     address: str | None = None
@@ -130,6 +142,8 @@ class BenchmarkConfig(BaseModel):
                 patience=self.patience,
                 learning_rate=self.learning_rate,
                 train_limit=self.train_limit,
+                lr_schedule=self.lr_schedule,
+                augment_shift=self.augment_shift,
             )
             for model in self.models
             for seed in self.seeds

@@ -107,12 +107,19 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _input(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
-    """uint8 arrays -> batches of float32 pixels / 255 and one-hot labels, converted per batch."""
+def _input(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, shift: int = 0):
+    """uint8 arrays -> batches of float32 pixels / 255 and one-hot labels, converted per batch;
+    with `shift`, each training image is translated randomly by up to that many pixels."""
+    import keras
     import tensorflow as tf
+
+    translate = keras.layers.RandomTranslation(shift / 28, shift / 28, fill_mode="constant",
+                                               seed=shuffle_seed) if shift else None
 
     def scale(images, labels):
         images = tf.cast(images[..., tf.newaxis], tf.float32) / 255.0
+        if translate is not None:
+            images = translate(images, training=True)
         return images, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
@@ -144,6 +151,16 @@ def _epoch_timer():
     return EpochTimer()
 
 
+def _learning_rate(spec: RunSpec, train_images: int):
+    """Adam's learning rate: constant as in the study, or cosine decay to 0 over all epochs."""
+    if spec.lr_schedule == "constant":
+        return spec.learning_rate
+    import keras
+
+    steps = spec.epochs * math.ceil(train_images / spec.batch_size)
+    return keras.optimizers.schedules.CosineDecay(spec.learning_rate, decay_steps=steps)
+
+
 def _epoch_rows(spec: RunSpec, history: dict[str, list[float]], seconds: list[float]) -> list[dict]:
     """History as one row per epoch (1-based)."""
     return [
@@ -171,14 +188,14 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     with placement.strategy.scope():
         model = MODELS[spec.model]()
         model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
-                      optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
+                      optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(spec, len(data.x_train))),
                       # Keras's multi-step loop fails under MirroredStrategy: one step per call there.
                       steps_per_execution=steps_per_execution if placement.replicas == 1 else 1)
     info = describe(model)
     timer = _epoch_timer()
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience),
                  keras.callbacks.TerminateOnNaN(), timer]
-    train = _input(data.x_train, data.y_train, spec.batch_size, shuffle_seed=spec.seed)
+    train = _input(data.x_train, data.y_train, spec.batch_size, shuffle_seed=spec.seed, shift=spec.augment_shift)
     validation = _input(data.x_val, data.y_val, EVAL_BATCH_SIZE)
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter()

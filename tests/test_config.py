@@ -71,3 +71,15 @@ def test_config_file_formats_agree(tmp_path):
     (tmp_path / "a.toml").write_text("seeds = [0, 1]\nepochs = 3\n")
     loaded = [read_config_file(tmp_path / name) for name in ("a.yaml", "a.json", "a.toml")]
     assert loaded[0] == loaded[1] == loaded[2] == {"seeds": [0, 1], "epochs": 3}
+
+
+def test_run_ids_recorded_before_new_fields_stay_valid():
+    # docs/results/mnist-study/runs/baseline-s0-5e4d6fe210.parquet was recorded before
+    # lr_schedule and augment_shift existed; resume must still recognise it.
+    assert RunSpec(model="baseline", seed=0, protocol="study").run_id == "baseline-s0-5e4d6fe210"
+
+
+def test_new_fields_change_the_run_id_when_set():
+    plain = RunSpec(model="baseline", seed=0)
+    assert len({plain.run_id, RunSpec(model="baseline", seed=0, lr_schedule="cosine").run_id,
+                RunSpec(model="baseline", seed=0, augment_shift=2).run_id}) == 3

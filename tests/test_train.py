@@ -63,3 +63,11 @@ def test_steps_per_execution_changes_speed_not_numbers(small_mnist, approach2_re
     one_step = train.run(spec, small_mnist, threads=1, steps_per_execution=1).record
     assert (one_step.train_loss, one_step.test_loss) == (approach2_result.record.train_loss,
                                                          approach2_result.record.test_loss)
+
+
+def test_cosine_schedule_and_shifts_train_and_change_the_numbers(small_mnist, approach2_result):
+    spec = RunSpec(model="approach2", seed=3, epochs=1, train_limit=2_000, lr_schedule="cosine", augment_shift=2)
+    record = train.run(spec, small_mnist, threads=1).record
+    assert record.status == "ok" and record.train_loss != approach2_result.record.train_loss
+    again = train.run(spec, small_mnist, threads=1).record
+    assert again.train_loss == record.train_loss  # augmentation is seeded too
