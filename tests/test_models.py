@@ -10,6 +10,7 @@ from reducecnn.models import MODELS, describe
     ("baseline", 591_786, 591_786, 0, 5),
     ("approach1", 3_578, 3_418, 160, 10),
     ("approach2", 3_226, 3_130, 96, 9),
+    ("small", 1_918, 1_782, 136, 17),
 ])
 def test_models_match_the_study(name, total, trainable, non_trainable, layers):
     info = describe(MODELS[name]())
@@ -30,5 +31,9 @@ def test_models_end_in_softmax_over_ten_classes():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline"):
+    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, small"):
         RunSpec(model="aproach1", seed=0)
+
+
+def test_small_model_stays_within_two_thousand_trainable_parameters():
+    assert describe(MODELS["small"]()).params_trainable <= 2_000
