@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark_flags(bench)
 
     report = commands.add_parser("report", help="summary tables and plots of a results folder")
-    report.add_argument("results_dir", help="a benchmark's folder, e.g. results/mnist-holdout")
+    report.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
+                        help="a benchmark's folder, e.g. results/mnist-holdout; several are combined (needs --into)")
+    report.add_argument("--into", help="folder for the combined report of several results folders")
     report.add_argument("--margin", type=float, default=0.5,
                         help="equivalence margin in percentage points for the 'same accuracy' verdict (default 0.5)")
     return parser
@@ -164,36 +166,48 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     print(f"{outcome.total} runs: {outcome.skipped} already recorded, {outcome.ok} trained ok, {outcome.failed} failed "
           f"in {outcome.wall_seconds:.0f} s; records in {location.join('runs')}", file=sys.stderr)
     if config.report and location.is_local:
-        _report(location.path, margin=0.5)
+        _report([location.path], margin=0.5)
     if outcome.failed:
         print(f"error: {outcome.failed} of {outcome.total} runs failed (status='failed' rows say why)", file=sys.stderr)
         return 1
     return 0
 
 
-def _report(results_dir: str, margin: float) -> str:
-    """Write the summary report of a local results folder; returns the summary.md path."""
+def _report(results_dirs: list[str], margin: float, into: str | None = None) -> str:
+    """Write the summary report of one or more local results folders; returns the summary.md path."""
     from pathlib import Path
+
+    import pandas as pd
 
     from reducecnn import report, store
 
-    location = store.locate(str(Path(results_dir).parent), Path(results_dir).name)
-    runs, warnings = store.read_table(location, "runs")
-    epochs, epoch_warnings = store.read_table(location, "epochs")
-    for warning in warnings + epoch_warnings:
+    runs, epochs, warnings = [], [], []
+    for results_dir in results_dirs:
+        location = store.locate(str(Path(results_dir).parent), Path(results_dir).name)
+        for folder, frames in (("runs", runs), ("epochs", epochs)):
+            frame, folder_warnings = store.read_table(location, folder)
+            frames.append(frame)
+            warnings += folder_warnings
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if runs.empty:
-        raise UserError(f"no runs recorded in {results_dir}/runs")
-    summary = report.write_report(runs, epochs, Path(results_dir), margin=margin / 100, warnings=warnings + epoch_warnings)
+    all_runs = pd.concat(runs, ignore_index=True)
+    if all_runs.empty:
+        raise UserError(f"no runs recorded in {', '.join(d + '/runs' for d in results_dirs)}")
+    target = Path(into or results_dirs[0])
+    summary = report.write_report(all_runs, pd.concat(epochs, ignore_index=True), target, margin=margin / 100,
+                                  warnings=warnings)
     print(f"report: {summary}", file=sys.stderr)
     return str(summary)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`reducecnn report DIR`."""
-    if not os.path.isdir(args.results_dir):
-        raise UserError(f"results folder {args.results_dir} does not exist")
-    print(open(_report(args.results_dir, args.margin)).read())
+    """`reducecnn report DIR [DIR ...] [--into OUT]`."""
+    for results_dir in args.results_dirs:
+        if not os.path.isdir(results_dir):
+            raise UserError(f"results folder {results_dir} does not exist")
+    if len(args.results_dirs) > 1 and not args.into:
+        raise UserError("several results folders need --into OUT for the combined report")
+    print(open(_report(args.results_dirs, args.margin, args.into)).read())
     return 0
 
 

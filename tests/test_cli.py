@@ -90,3 +90,18 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     record = pd.read_parquet(tmp_path / "mirrored" / "runs").iloc[0]
     assert (record["strategy"], record["replicas"], record["devices"]) == ("mirrored", 2, "CPU:0,CPU:1")
     assert json.loads(record["spec_json"])["batch_size"] == 32  # global batch, split over the replicas
+
+
+def test_report_of_an_empty_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "bench" / "runs").mkdir(parents=True)
+    assert main(["report", str(tmp_path / "bench")]) == 2
+    assert "no runs recorded in" in _one_line_error(capsys)
+
+
+def test_report_combines_several_results_folders(tmp_path, capsys):
+    for name, seed in (("one", 1), ("two", 2)):
+        argv = ["train", "--model", "baseline", "--seed", str(seed), "--epochs", "1", "--train-limit", "500",
+                "--threads", "1", "--out", str(tmp_path), "--name", name]
+        assert main(argv) == 0
+    assert main(["report", str(tmp_path / "one"), str(tmp_path / "two"), "--into", str(tmp_path / "both")]) == 0
+    assert "| baseline | 591,786 | 591,786 | 5 | 911,104 | 2 / 0 |" in (tmp_path / "both" / "summary.md").read_text()
