@@ -111,7 +111,11 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         }
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
             while pending:
-                [finished], _ = ray.wait(list(pending), num_returns=1)
+                # A timeout keeps the driver returning to Python, so Ctrl-C interrupts it at once.
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if not ready:
+                    continue
+                [finished] = ready
                 spec = pending.pop(finished)
                 try:
                     result = ray.get(finished)

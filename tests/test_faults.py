@@ -124,3 +124,16 @@ def test_same_spec_bit_identical_across_processes(tmp_path):
     first, second = train("first"), train("second")
     metrics = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
     assert first[metrics].tolist() == second[metrics].tolist()
+
+
+def test_ctrl_c_stops_the_driver_promptly_and_keeps_what_is_recorded(cluster, tmp_path):
+    flags = ["--models", "baseline", "--seeds", "2", "--epochs", "3", "--train-limit", "20000", "--name", "ctrlc"]
+    driver = subprocess.Popen(_command(cluster, tmp_path, *flags), env=cluster.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _running_task_pids(cluster) and time.monotonic() < deadline:
+        time.sleep(1)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=30)
+    assert driver.returncode == 130, err[-2000:]
+    assert "interrupted; finished runs are recorded" in err
