@@ -110,6 +110,30 @@ def small() -> keras.Model:
     ], name="small")
 
 
+@register
+def small2k() -> keras.Model:
+    """`small` widened to 1,986 trainable parameters (24 filters in both middle blocks).
+
+    Trained with `--epochs 30 --patience 30 --lr-schedule cosine --learning-rate 0.005
+    --augment-shift 2`; probes of seeds 0 and 1 gave 99.13% and 98.97%.
+    """
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input(INPUT_SHAPE),
+        layers.Conv2D(8, 3, use_bias=False), layers.BatchNormalization(), layers.ReLU(),  # 26x26x8
+        *_separable_block(16),                                                             # 24x24x16
+        layers.MaxPool2D(),                                                                # 12x12x16
+        *_separable_block(24),                                                             # 10x10x24
+        *_separable_block(24),                                                             # 8x8x24
+        layers.MaxPool2D(),                                                                # 4x4x24
+        layers.Conv2D(NUM_CLASSES, 1),                                                     # 4x4x10
+        layers.GlobalAveragePooling2D(),
+        layers.Activation("softmax"),
+    ], name="small2k")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Size and cost of a model, counted the way the study's summaries count them."""
