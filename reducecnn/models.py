@@ -86,13 +86,8 @@ def _separable_block(filters: int) -> list:
     return [layers.SeparableConv2D(filters, 3, use_bias=False), layers.BatchNormalization(), layers.ReLU()]
 
 
-@register
-def small() -> keras.Model:
-    """Beyond the study: 1,782 trainable parameters, separable convolutions and global average pooling.
-
-    Trained with `--epochs 20 --patience 20 --lr-schedule cosine --learning-rate 0.005
-    --augment-shift 1` (see README, "A smaller and better model").
-    """
+def _separable_net(name: str, middle_filters: int) -> keras.Model:
+    """Conv, separable blocks, 1x1 conv to the classes and global average pooling: under 2,000 weights."""
     import keras
     from keras import layers
 
@@ -101,13 +96,23 @@ def small() -> keras.Model:
         layers.Conv2D(8, 3, use_bias=False), layers.BatchNormalization(), layers.ReLU(),  # 26x26x8
         *_separable_block(16),                                                             # 24x24x16
         layers.MaxPool2D(),                                                                # 12x12x16
-        *_separable_block(20),                                                             # 10x10x20
+        *_separable_block(middle_filters),                                                 # 10x10
         *_separable_block(24),                                                             # 8x8x24
         layers.MaxPool2D(),                                                                # 4x4x24
         layers.Conv2D(NUM_CLASSES, 1),                                                     # 4x4x10
         layers.GlobalAveragePooling2D(),
         layers.Activation("softmax"),
-    ], name="small")
+    ], name=name)
+
+
+@register
+def small() -> keras.Model:
+    """Beyond the study: 1,782 trainable parameters, separable convolutions and global average pooling.
+
+    Trained with `--epochs 20 --patience 20 --lr-schedule cosine --learning-rate 0.005
+    --augment-shift 1`: 98.84 +- 0.16% over 2 seeds (holdout).
+    """
+    return _separable_net("small", middle_filters=20)
 
 
 @register
@@ -115,23 +120,9 @@ def small2k() -> keras.Model:
     """`small` widened to 1,986 trainable parameters (24 filters in both middle blocks).
 
     Trained with `--epochs 30 --patience 30 --lr-schedule cosine --learning-rate 0.005
-    --augment-shift 2`; probes of seeds 0 and 1 gave 99.13% and 98.97%.
+    --augment-shift 2`: 98.98 +- 0.10% over 5 seeds (holdout).
     """
-    import keras
-    from keras import layers
-
-    return keras.Sequential([
-        keras.Input(INPUT_SHAPE),
-        layers.Conv2D(8, 3, use_bias=False), layers.BatchNormalization(), layers.ReLU(),  # 26x26x8
-        *_separable_block(16),                                                             # 24x24x16
-        layers.MaxPool2D(),                                                                # 12x12x16
-        *_separable_block(24),                                                             # 10x10x24
-        *_separable_block(24),                                                             # 8x8x24
-        layers.MaxPool2D(),                                                                # 4x4x24
-        layers.Conv2D(NUM_CLASSES, 1),                                                     # 4x4x10
-        layers.GlobalAveragePooling2D(),
-        layers.Activation("softmax"),
-    ], name="small2k")
+    return _separable_net("small2k", middle_filters=24)
 
 
 @dataclass(frozen=True)
