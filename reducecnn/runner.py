@@ -14,7 +14,7 @@ from reducecnn import data, store
 from reducecnn.config import BenchmarkConfig, RunSpec
 from reducecnn.train import RunResult, failed_record, with_fields
 
-DEFAULT_GPU_FRACTION = 0.25  # tiny CNNs are overhead-bound: four runs share one GPU
+DEFAULT_GPU_FRACTION = 0.125  # tiny CNNs are overhead-bound: eight runs share one GPU (jobs/gpu_packing.py)
 
 
 @dataclass(frozen=True)
