@@ -1,7 +1,8 @@
 """Speed, side by side in one invocation: the same specs trained three ways on this machine.
 
   notebook   one process, models one after another, model.fit on numpy arrays as the study's notebook
-  reducecnn  jobs/benchmark.py on a local Ray (one task per run)
+  reducecnn  jobs/benchmark.py on a local Ray (runs grouped per task as it chooses by default)
+  alone      the same with --runs-per-task 1: one task per run (not in the default --ways)
   tune       Ray Tune's Tuner over the same specs, calling the same train.run
 
 Early stopping is off (patience = epochs), so every way does the same work. Each way runs in
@@ -29,7 +30,8 @@ if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in
 
 from reducecnn.config import STUDY_MODELS, RunSpec  # noqa: E402
 
-WAYS = ("notebook", "reducecnn", "tune")
+WAYS = ("notebook", "reducecnn", "tune", "alone")
+DEFAULT_WAYS = ("notebook", "reducecnn", "tune")
 
 
 def make_specs(args: argparse.Namespace) -> list[RunSpec]:
@@ -63,24 +65,27 @@ def notebook_way(specs: list[RunSpec]) -> list[dict]:
         seconds = time.perf_counter() - start
         _, accuracy = model.evaluate(x_test, y_test, verbose=0)
         rows.append({"model": spec.model, "seed": spec.seed, "test_accuracy": float(accuracy),
-                     "images_per_second": spec.epochs * limit / seconds, "peak_rss_mb": _peak_rss_mb()})
+                     "images_per_second": spec.epochs * limit / seconds, "peak_rss_mb": _peak_rss_mb(),
+                     "images": len(model.history.history["loss"]) * limit})
     return rows
 
 
-def reducecnn_way(specs: list[RunSpec], workdir: Path) -> list[dict]:
+def reducecnn_way(specs: list[RunSpec], workdir: Path, name: str, *flags: str) -> list[dict]:
     """jobs/benchmark.py on a local Ray, as a user would run it."""
     import pandas as pd
 
     spec = specs[0]
     command = [sys.executable, str(_checkout / "jobs" / "benchmark.py"), "--protocol", "study",
                "--epochs", str(spec.epochs), "--patience", str(spec.patience), "--out", str(workdir),
-               "--name", "perf", "--no-report", "--models", ",".join(dict.fromkeys(s.model for s in specs)),
+               "--name", name, "--no-report", "--models", ",".join(dict.fromkeys(s.model for s in specs)),
                "--seed-list", ",".join(str(s) for s in dict.fromkeys(s.seed for s in specs))]
     if spec.train_limit:
         command += ["--train-limit", str(spec.train_limit)]
+    command += flags
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    runs = pd.read_parquet(workdir / "perf" / "runs")
-    return runs[["model", "seed", "test_accuracy", "images_per_second", "peak_rss_mb"]].to_dict("records")
+    runs = pd.read_parquet(workdir / name / "runs")
+    runs["images"] = runs["epochs_run"] * (spec.train_limit or 60_000)
+    return runs[["model", "seed", "test_accuracy", "images_per_second", "peak_rss_mb", "images"]].to_dict("records")
 
 
 def tune_way(specs: list[RunSpec], workdir: Path) -> list[dict]:
@@ -102,7 +107,8 @@ def tune_way(specs: list[RunSpec], workdir: Path) -> list[dict]:
         dataset = data_module.Dataset("mnist", "ray object store", "", *arrays)
         record = train.run(spec, data_module.split(dataset, spec.protocol, spec.train_limit), threads=1).record
         tune.report({"test_accuracy": record.test_accuracy, "images_per_second": record.images_per_second,
-                     "peak_rss_mb": record.peak_rss_mb})
+                     "peak_rss_mb": record.peak_rss_mb,
+                     "images": record.epochs_run * (spec.train_limit or 60_000)})
 
     arrays = (mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test)
     tuner = tune.Tuner(
@@ -114,7 +120,7 @@ def tune_way(specs: list[RunSpec], workdir: Path) -> list[dict]:
     results = tuner.fit()
     ray.shutdown()
     return [{"model": r.config["model"], "seed": r.config["seed"], **{k: r.metrics[k] for k in
-             ("test_accuracy", "images_per_second", "peak_rss_mb")}} for r in results]
+             ("test_accuracy", "images_per_second", "peak_rss_mb", "images")}} for r in results]
 
 
 def _peak_rss_mb() -> float:
@@ -137,11 +143,13 @@ def run_way(way: str, args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def print_table(results: list[dict], models: list[str]) -> None:
-    """Wall time, images/s per run, peak memory, mean accuracy per model, and ratios to the notebook."""
+    """Wall time, images/s per run and over the whole wall time, peak memory, mean accuracy per model,
+    and ratios to the notebook and to Tune. A run trained in a group shares the group's wall time,
+    so its own images/s is lower while the total is higher."""
     import pandas as pd
 
     reference = {r["way"]: r["wall_seconds"] for r in results}
-    header = (f"{'way':<10}{'wall s':>9}{'runs':>6}{'img/s/run':>11}{'peak MB/run':>13}"
+    header = (f"{'way':<10}{'wall s':>9}{'runs':>6}{'img/s/run':>11}{'img/s all':>11}{'peak MB/run':>13}"
               + "".join(f"{m + ' acc':>16}" for m in models) + f"{'vs notebook':>13}{'vs tune':>9}")
     print(header)
     for result in results:
@@ -153,6 +161,7 @@ def print_table(results: list[dict], models: list[str]) -> None:
         versus_notebook = f"{wall / reference['notebook']:.2f}x" if "notebook" in reference else "-"
         versus_tune = f"{wall / reference['tune']:.2f}x" if "tune" in reference else "-"
         print(f"{result['way']:<10}{wall:>9.1f}{len(rows):>6}{rows['images_per_second'].mean():>11.0f}"
+              f"{rows['images'].sum() / wall:>11.0f}"
               f"{rows['peak_rss_mb'].max():>13.0f}{cells}{versus_notebook:>13}{versus_tune:>9}")
     print("(wall time ratios: lower is faster; accuracy: mean ± std over seeds, %)")
 
@@ -163,7 +172,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-limit", type=int)
-    parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated subset of notebook,reducecnn,tune")
+    parser.add_argument("--ways", default=",".join(DEFAULT_WAYS),
+                        help=f"comma-separated, from {','.join(WAYS)} (default {','.join(DEFAULT_WAYS)})")
     parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,7 +183,8 @@ def main() -> int:
     specs = make_specs(args)
     if args.child:
         workdir = Path(args.workdir)
-        rows = {"notebook": lambda: notebook_way(specs), "reducecnn": lambda: reducecnn_way(specs, workdir),
+        rows = {"notebook": lambda: notebook_way(specs), "reducecnn": lambda: reducecnn_way(specs, workdir, "reducecnn"),
+                "alone": lambda: reducecnn_way(specs, workdir, "alone", "--runs-per-task", "1"),
                 "tune": lambda: tune_way(specs, workdir)}[args.child]()
         (workdir / f"{args.child}.json").write_text(json.dumps(rows))
         return 0

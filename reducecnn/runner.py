@@ -1,7 +1,8 @@
-"""Ray: every (model, seed) run as a task, results written by the driver as they arrive, resumable."""
+"""Ray: (model, seed) runs as tasks, alone or a few together, results written by the driver as they arrive."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -12,9 +13,11 @@ from tqdm import tqdm
 
 from reducecnn import data, store
 from reducecnn.config import BenchmarkConfig, RunSpec
+from reducecnn.group import groups
 from reducecnn.train import RunResult, failed_record, with_fields
 
 DEFAULT_GPU_FRACTION = 0.125  # tiny CNNs are overhead-bound: eight runs share one GPU (jobs/gpu_packing.py)
+MAX_AUTO_RUNS_PER_TASK = 4  # one computation of K models gains ~1.2x per run on a core; no more past 2-4
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,33 @@ def connect(address: str | None) -> str | None:
     return context.dashboard_url or None
 
 
-def _train_task(spec: RunSpec, arrays: tuple, dataset_name: str, threads: int, cpu_devices: int) -> RunResult:
-    """Ray task body: rebuild the splits from the shared arrays and train one run."""
+def _train_task(specs: list[RunSpec], arrays: tuple, dataset_name: str, threads: int,
+                cpu_devices: int) -> list[RunResult]:
+    """Ray task body: rebuild the splits from the shared arrays and train the runs, one or a group."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from reducecnn import train
+    from reducecnn import group, train
 
     dataset = data.Dataset(dataset_name, "ray object store", "", *arrays)
-    splits = data.split(dataset, spec.protocol, spec.train_limit)
-    result = train.run(spec, splits, threads=threads, cpu_devices=cpu_devices)
-    return RunResult(with_fields(result.record, ray_node_id=ray.get_runtime_context().get_node_id()), result.epochs)
+    splits = data.split(dataset, specs[0].protocol, specs[0].train_limit)
+    if len(specs) == 1:
+        outcomes = [train.run(specs[0], splits, threads=threads, cpu_devices=cpu_devices)]
+    else:
+        outcomes = group.run_group(specs, splits, threads=threads)
+    node = ray.get_runtime_context().get_node_id()
+    return [_failure(spec, outcome) if isinstance(outcome, Exception)
+            else RunResult(with_fields(outcome.record, ray_node_id=node), outcome.epochs)
+            for spec, outcome in zip(specs, outcomes)]
+
+
+def runs_per_task(config: BenchmarkConfig, runs: int, gpus_per_run: float, cluster_cpus: float) -> int:
+    """The config's --runs-per-task, else: GPU or mirrored runs alone; CPU runs in groups just big
+    enough to give every CPU slot of the cluster one task (at most MAX_AUTO_RUNS_PER_TASK)."""
+    if config.runs_per_task is not None:
+        return config.runs_per_task
+    if gpus_per_run or config.cpu_devices > 1:
+        return 1
+    slots = max(1, int(cluster_cpus // config.cpus_per_run))
+    return max(1, min(MAX_AUTO_RUNS_PER_TASK, math.ceil(runs / slots)))
 
 
 def task_resources(config: BenchmarkConfig) -> dict:
@@ -105,9 +126,10 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         # back. CPU workers are reused (0 = no limit): TensorFlow's import and start-up cost seconds
         # per run, and every run of a benchmark asks for the same threads, fixed per process.
         remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(_train_task)
+        size = runs_per_task(config, len(todo), options["num_gpus"], ray.cluster_resources().get("CPU", 1))
         pending = {
-            remote.options(**options).remote(spec, arrays_ref, dataset.name, threads, config.cpu_devices): spec
-            for spec in todo
+            remote.options(**options).remote(chunk, arrays_ref, dataset.name, threads, config.cpu_devices): chunk
+            for chunk in groups(todo, size)
         }
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
             while pending:
@@ -116,14 +138,15 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
                 if not ready:
                     continue
                 [finished] = ready
-                spec = pending.pop(finished)
+                chunk = pending.pop(finished)
                 try:
-                    result = ray.get(finished)
+                    results = ray.get(finished)
                 except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as error:
-                    result = _failure(spec, error)
-                record = with_fields(result.record, benchmark=config.name)
-                store.write_run(record, result.epochs, location)
-                ok, failed = ok + (record.status == "ok"), failed + (record.status != "ok")
-                bar.write(_line(result))
-                bar.update()
+                    results = [_failure(spec, error) for spec in chunk]
+                for result in results:
+                    record = with_fields(result.record, benchmark=config.name)
+                    store.write_run(record, result.epochs, location)
+                    ok, failed = ok + (record.status == "ok"), failed + (record.status != "ok")
+                    bar.write(_line(result))
+                    bar.update()
     return Outcome(location, len(specs), len(specs) - len(todo), ok, failed, time.perf_counter() - start)

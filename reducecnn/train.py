@@ -70,6 +70,7 @@ class RunRecord:
     replicas: int | None = None
     threads: int | None = None
     peak_rss_mb: float | None = None
+    group_size: int | None = 1
     tensorflow_version: str | None = None
     keras_version: str | None = None
     ray_version: str | None = None

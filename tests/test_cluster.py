@@ -47,6 +47,7 @@ def test_one_row_per_run_on_both_nodes(cluster, out, first_run):
 def test_run_threads_equal_its_cpus(out, first_run):
     runs = pd.read_parquet(out / "two-node" / "runs")
     assert set(runs["threads"]) == {1}
+    assert set(runs["group_size"]) == {2}  # 4 runs, 2 CPU slots: two tasks of two runs each
 
 
 def test_rerun_trains_nothing_and_adds_no_rows(cluster, out, first_run):
