@@ -27,7 +27,7 @@ from reducecnn.config import RunSpec
 from reducecnn.data import Splits
 from reducecnn.models import MODELS, describe
 from reducecnn.train import (EVAL_BATCH_SIZE, STEPS_PER_EXECUTION, RunFailed, RunResult, _epoch_rows, _input,
-                             _learning_rate, _version, record_for)
+                             _learning_rate, _version, record_for, final_test_scores)
 
 
 def group_key(spec: RunSpec) -> tuple:
@@ -174,13 +174,12 @@ def run_group(specs: list[RunSpec], data: Splits, threads: int | None = None,
         if not active:
             break
     results: list[RunResult | RunFailed] = []
-    test = _input(data.x_test, data.y_test, EVAL_BATCH_SIZE)
     for member in members:
         if member.error:
             results.append(RunFailed(member.error))
             continue
         history, spec, info = member.history, member.spec, describe(member.model)
-        test_loss, test_accuracy = member.model.evaluate(test, verbose=0)
+        test_loss, test_accuracy = final_test_scores(member.model, data, history)
         epochs_run = len(history["loss"])
         record = record_for(
             spec,
@@ -189,7 +188,7 @@ def run_group(specs: list[RunSpec], data: Splits, threads: int | None = None,
             macs_per_image=info.macs_per_image, epochs_run=epochs_run, stopped_early=epochs_run < spec.epochs,
             train_loss=history["loss"][-1], train_accuracy=history["accuracy"][-1],
             val_loss=history["val_loss"][-1], val_accuracy=history["val_accuracy"][-1],
-            test_loss=float(test_loss), test_accuracy=float(test_accuracy),
+            test_loss=test_loss, test_accuracy=test_accuracy,
             train_seconds=member.train_seconds,
             images_per_second=epochs_run * len(data.x_train) / member.train_seconds,
             started_at=started_at, finished_at=datetime.now(timezone.utc),

@@ -162,6 +162,16 @@ def _learning_rate(spec: RunSpec, train_images: int):
     return keras.optimizers.schedules.CosineDecay(spec.learning_rate, decay_steps=steps)
 
 
+def final_test_scores(model, data: Splits, history: dict[str, list[float]]) -> tuple[float, float]:
+    """Test loss and accuracy of the final weights. The study protocol validates on the test set
+    itself, so the last epoch's validation already is that evaluation (same weights, data and
+    batches): it is reused rather than computed twice."""
+    if data.x_val is data.x_test and data.y_val is data.y_test:
+        return float(history["val_loss"][-1]), float(history["val_accuracy"][-1])
+    test_loss, test_accuracy = model.evaluate(_input(data.x_test, data.y_test, EVAL_BATCH_SIZE), verbose=0)
+    return float(test_loss), float(test_accuracy)
+
+
 def _epoch_rows(spec: RunSpec, history: dict[str, list[float]], seconds: list[float]) -> list[dict]:
     """History as one row per epoch (1-based)."""
     return [
@@ -207,7 +217,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     epochs_run = len(history["loss"])
     if not all(math.isfinite(value) for value in history["loss"]):
         raise RunFailed(f"non-finite training loss in epoch {epochs_run} (learning rate {spec.learning_rate})")
-    test_loss, test_accuracy = model.evaluate(_input(data.x_test, data.y_test, EVAL_BATCH_SIZE), verbose=0)
+    test_loss, test_accuracy = final_test_scores(model, data, history)
     record = record_for(
         spec,
         params_total=info.params_total, params_trainable=info.params_trainable,
@@ -215,7 +225,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
         macs_per_image=info.macs_per_image, epochs_run=epochs_run, stopped_early=epochs_run < spec.epochs,
         train_loss=float(history["loss"][-1]), train_accuracy=float(history["accuracy"][-1]),
         val_loss=float(history["val_loss"][-1]), val_accuracy=float(history["val_accuracy"][-1]),
-        test_loss=float(test_loss), test_accuracy=float(test_accuracy),
+        test_loss=test_loss, test_accuracy=test_accuracy,
         train_seconds=train_seconds, images_per_second=epochs_run * len(data.x_train) / train_seconds,
         started_at=started_at, finished_at=datetime.now(timezone.utc),
         devices=placement.devices, strategy=placement.strategy_name, replicas=placement.replicas,

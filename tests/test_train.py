@@ -71,3 +71,18 @@ def test_cosine_schedule_and_shifts_train_and_change_the_numbers(small_mnist, ap
     assert record.status == "ok" and record.train_loss != approach2_result.record.train_loss
     again = train.run(spec, small_mnist, threads=1).record
     assert again.train_loss == record.train_loss  # augmentation is seeded too
+
+
+def test_study_protocol_reuses_the_last_validation_as_the_test_evaluation(mnist):
+    import dataclasses
+
+    from reducecnn import data
+
+    study = data.split(mnist, "study", train_limit=1_000)
+    assert study.x_val is study.x_test  # the study validates on the test set itself
+    copied = dataclasses.replace(study, x_val=study.x_val.copy(), y_val=study.y_val.copy())
+    spec = RunSpec(model="approach2", seed=0, protocol="study", epochs=1, train_limit=1_000)
+    reused = train.run(spec, study, threads=1).record
+    evaluated = train.run(spec, copied, threads=1).record  # not the same arrays: evaluates again
+    assert (reused.test_loss, reused.test_accuracy) == (evaluated.test_loss, evaluated.test_accuracy)
+    assert (reused.test_loss, reused.test_accuracy) == (reused.val_loss, reused.val_accuracy)
