@@ -1,8 +1,8 @@
 """Speed, side by side in one invocation: the same specs trained three ways on this machine.
 
   notebook   one process, models one after another, model.fit on numpy arrays as the study's notebook
-  reducecnn  jobs/benchmark.py on a local Ray (runs grouped per task as it chooses by default)
-  alone      the same with --runs-per-task 1: one task per run (not in the default --ways)
+  reducecnn  jobs/benchmark.py on a local Ray (one task per run, its default)
+  grouped    the same with --runs-per-task 3: three runs as one computation per task (not in the default --ways)
   tune       Ray Tune's Tuner over the same specs, calling the same train.run
 
 Early stopping is off (patience = epochs), so every way does the same work. Each way runs in
@@ -30,7 +30,7 @@ if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in
 
 from reducecnn.config import STUDY_MODELS, RunSpec  # noqa: E402
 
-WAYS = ("notebook", "reducecnn", "tune", "alone")
+WAYS = ("notebook", "reducecnn", "tune", "grouped")
 DEFAULT_WAYS = ("notebook", "reducecnn", "tune")
 
 
@@ -184,7 +184,7 @@ def main() -> int:
     if args.child:
         workdir = Path(args.workdir)
         rows = {"notebook": lambda: notebook_way(specs), "reducecnn": lambda: reducecnn_way(specs, workdir, "reducecnn"),
-                "alone": lambda: reducecnn_way(specs, workdir, "alone", "--runs-per-task", "1"),
+                "grouped": lambda: reducecnn_way(specs, workdir, "grouped", "--runs-per-task", "3"),
                 "tune": lambda: tune_way(specs, workdir)}[args.child]()
         (workdir / f"{args.child}.json").write_text(json.dumps(rows))
         return 0

@@ -85,8 +85,8 @@ def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-run", type=float, help="CPUs per run = its TensorFlow threads (default 1)")
     parser.add_argument("--gpus-per-run", type=float, help="GPUs per run: a fraction packs several runs on one GPU, "
                         "2+ trains one run under MirroredStrategy (default 0.125 when the cluster has GPUs, else 0)")
-    parser.add_argument("--runs-per-task", type=int, help="runs trained together as one computation in one Ray task "
-                        "(CPU only; default: enough to give every CPU slot about one task, at most 4)")
+    parser.add_argument("--runs-per-task", type=int, help="train up to K runs (same data, batch size and epochs) "
+                        "as one computation per Ray task (default 1; see README, Performance)")
     parser.add_argument("--max-retries", type=int, help="retries of a run whose worker died (default 2)")
     parser.add_argument("--no-report", dest="report", action="store_const", const=False,
                         help="do not write the summary report at the end")

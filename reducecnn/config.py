@@ -96,7 +96,7 @@ class BenchmarkConfig(BaseModel):
     cpus_per_run: float = Field(1.0, gt=0)
     gpus_per_run: float | None = Field(None, ge=0)
     cpu_devices: int = Field(1, ge=1)
-    runs_per_task: int | None = Field(None, ge=1)  # None: pick (see runner.runs_per_task)
+    runs_per_task: int = Field(1, ge=1)  # K > 1: K runs as one computation per task (reducecnn/group.py)
     resources_per_run: dict[str, float] = Field(default_factory=dict)
     max_retries: int = Field(2, ge=0)
     report: bool = True
@@ -132,7 +132,7 @@ class BenchmarkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _groups_need_one_device(self) -> BenchmarkConfig:
-        if self.runs_per_task not in (None, 1) and self.cpu_devices > 1:
+        if self.runs_per_task > 1 and self.cpu_devices > 1:
             raise ValueError("runs_per_task > 1 cannot be combined with cpu_devices > 1 (a mirrored run trains alone)")
         return self
 

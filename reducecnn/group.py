@@ -1,8 +1,10 @@
 """Several runs (seeds, models) trained as one TensorFlow computation in one process.
 
-Tiny CNNs at batch 32 spend most of a step in per-call and per-op overhead, so one graph that
-steps K models side by side costs less than K separate trainings: 1.2-1.26x per run on one
-core here (approach1, approach2, baseline; full MNIST). Every member keeps what a separate
+Tiny CNNs at batch 32 spend much of a run in per-call and per-run overhead, so one graph that
+steps K models side by side costs less than K separate trainings in fresh processes: 1.2-1.26x
+per run on one core here (approach1, approach2, baseline; 1 epoch of full MNIST). With CPU
+workers reused the gain is gone in wall time (README, "Performance"), so the runner uses it
+only when asked (`--runs-per-task K`). Every member keeps what a separate
 `train.run` would have: its own initial weights (built right after `set_random_seed(seed)`,
 as there), its own shuffled and augmented batches (its own seeded `tf.data` pipeline), its
 own Adam state and learning-rate schedule, its own early stopping on its own val_loss. A

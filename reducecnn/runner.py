@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -17,7 +16,6 @@ from reducecnn.group import groups
 from reducecnn.train import RunResult, failed_record, with_fields
 
 DEFAULT_GPU_FRACTION = 0.125  # tiny CNNs are overhead-bound: eight runs share one GPU (jobs/gpu_packing.py)
-MAX_AUTO_RUNS_PER_TASK = 4  # one computation of K models gains ~1.2x per run on a core; no more past 2-4
 
 
 @dataclass(frozen=True)
@@ -62,17 +60,6 @@ def _train_task(specs: list[RunSpec], arrays: tuple, dataset_name: str, threads:
     return [_failure(spec, outcome) if isinstance(outcome, Exception)
             else RunResult(with_fields(outcome.record, ray_node_id=node), outcome.epochs)
             for spec, outcome in zip(specs, outcomes)]
-
-
-def runs_per_task(config: BenchmarkConfig, runs: int, gpus_per_run: float, cluster_cpus: float) -> int:
-    """The config's --runs-per-task, else: GPU or mirrored runs alone; CPU runs in groups just big
-    enough to give every CPU slot of the cluster one task (at most MAX_AUTO_RUNS_PER_TASK)."""
-    if config.runs_per_task is not None:
-        return config.runs_per_task
-    if gpus_per_run or config.cpu_devices > 1:
-        return 1
-    slots = max(1, int(cluster_cpus // config.cpus_per_run))
-    return max(1, min(MAX_AUTO_RUNS_PER_TASK, math.ceil(runs / slots)))
 
 
 def task_resources(config: BenchmarkConfig) -> dict:
@@ -126,10 +113,11 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         # back. CPU workers are reused (0 = no limit): TensorFlow's import and start-up cost seconds
         # per run, and every run of a benchmark asks for the same threads, fixed per process.
         remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(_train_task)
-        size = runs_per_task(config, len(todo), options["num_gpus"], ray.cluster_resources().get("CPU", 1))
+        # One run per task by default; --runs-per-task K deals the runs into groups of up to K
+        # that train as one computation (reducecnn/group.py).
         pending = {
             remote.options(**options).remote(chunk, arrays_ref, dataset.name, threads, config.cpu_devices): chunk
-            for chunk in groups(todo, size)
+            for chunk in groups(todo, config.runs_per_task)
         }
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
             while pending:

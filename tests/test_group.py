@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reducecnn import group, runner, train
+from reducecnn import group, train
 from reducecnn.config import BenchmarkConfig, RunSpec
 
 
@@ -62,20 +62,6 @@ def test_groups_deal_models_and_seeds_evenly_and_never_mix_step_counts():
     mixed = group.groups([*specs[:2], other], 4)
     assert sorted(len(chunk) for chunk in mixed) == [1, 2] and [other] in mixed
     assert [len(chunk) for chunk in group.groups(specs, 1)] == [1] * 6
-
-
-@pytest.mark.parametrize("fields, runs, gpus, cpus, expected", [
-    ({}, 6, 0.0, 2, 3),            # 6 runs on 2 slots: two tasks of three
-    ({}, 30, 0.0, 2, 4),           # capped
-    ({}, 1, 0.0, 8, 1),
-    ({}, 6, 0.125, 16, 1),         # GPU runs pack by --gpus-per-run instead
-    ({"cpu_devices": 2}, 6, 0.0, 2, 1),
-    ({"cpus_per_run": 2}, 6, 0.0, 4, 3),
-    ({"runs_per_task": 1}, 30, 0.0, 2, 1),
-    ({"runs_per_task": 6}, 6, 0.0, 2, 6),
-])
-def test_runs_per_task(fields, runs, gpus, cpus, expected):
-    assert runner.runs_per_task(BenchmarkConfig(**fields), runs, gpus, cpus) == expected
 
 
 def test_groups_and_mirroring_do_not_mix():
