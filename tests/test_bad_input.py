@@ -70,7 +70,7 @@ def _other_schema_version(tmp: Path) -> None:
 
 # (case, flags or a function of (tmp, mnist) giving flags, message in the one line)
 CASES = [
-    ("unknown model", ["--models", "baseline,nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2k"),
+    ("unknown model", ["--models", "baseline,nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2000, small2k"),
     ("zero seeds", ["--seeds", "0"], "--seeds must be >= 1"),
     ("negative seeds", ["--seeds", "-2"], "--seeds must be >= 1"),
     ("epochs 0", ["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),

@@ -22,7 +22,7 @@ def _one_line_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2k"),
+    (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2000, small2k"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--seed-list=-1,2"], "seeds must be >= 0"),
     (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),

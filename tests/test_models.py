@@ -12,6 +12,7 @@ from reducecnn.models import MODELS, describe
     ("approach2", 3_226, 3_130, 96, 9),
     ("small", 1_918, 1_782, 136, 17),
     ("small2k", 2_130, 1_986, 144, 17),
+    ("small2000", 2_148, 2_000, 148, 17),
 ])
 def test_models_match_the_study(name, total, trainable, non_trainable, layers):
     info = describe(MODELS[name]())
@@ -32,10 +33,10 @@ def test_models_end_in_softmax_over_ten_classes():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, small, small2k"):
+    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, small, small2000, small2k"):
         RunSpec(model="aproach1", seed=0)
 
 
-@pytest.mark.parametrize("name", ["small", "small2k"])
+@pytest.mark.parametrize("name", ["small", "small2k", "small2000"])
 def test_small_models_stay_within_two_thousand_trainable_parameters(name):
     assert describe(MODELS[name]()).params_trainable <= 2_000
