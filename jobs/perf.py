@@ -70,10 +70,8 @@ def notebook_way(specs: list[RunSpec]) -> list[dict]:
     return rows
 
 
-def reducecnn_way(specs: list[RunSpec], workdir: Path, name: str, *flags: str) -> list[dict]:
+def benchmark_command(specs: list[RunSpec], workdir: Path, name: str, *flags: str) -> list[str]:
     """jobs/benchmark.py on a local Ray, as a user would run it."""
-    import pandas as pd
-
     spec = specs[0]
     command = [sys.executable, str(_checkout / "jobs" / "benchmark.py"), "--protocol", "study",
                "--epochs", str(spec.epochs), "--patience", str(spec.patience), "--out", str(workdir),
@@ -81,10 +79,15 @@ def reducecnn_way(specs: list[RunSpec], workdir: Path, name: str, *flags: str) -
                "--seed-list", ",".join(str(s) for s in dict.fromkeys(s.seed for s in specs))]
     if spec.train_limit:
         command += ["--train-limit", str(spec.train_limit)]
-    command += flags
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return command + list(flags)
+
+
+def benchmark_rows(specs: list[RunSpec], workdir: Path, name: str) -> list[dict]:
+    """The rows a benchmark invocation recorded, read back from its Parquet files."""
+    import pandas as pd
+
     runs = pd.read_parquet(workdir / name / "runs")
-    runs["images"] = runs["epochs_run"] * (spec.train_limit or 60_000)
+    runs["images"] = runs["epochs_run"] * (specs[0].train_limit or 60_000)
     return runs[["model", "seed", "test_accuracy", "images_per_second", "peak_rss_mb", "images"]].to_dict("records")
 
 
@@ -95,7 +98,9 @@ def tune_way(specs: list[RunSpec], workdir: Path) -> list[dict]:
 
     from reducecnn import data
 
-    ray.init(dashboard_host="127.0.0.1", include_dashboard=False, logging_level="ERROR")
+    # Ray started as jobs/benchmark.py starts it on a laptop (dashboard on 127.0.0.1), so both
+    # Ray ways pay the same start-up, background agents and shutdown.
+    ray.init(dashboard_host="127.0.0.1")
     mnist = data.load("mnist")
     base = specs[0]
 
@@ -127,19 +132,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_way(way: str, args: argparse.Namespace, workdir: Path) -> dict:
-    """Run one way in a fresh process; returns its wall time and per-run rows."""
-    result_file = workdir / f"{way}.json"
-    start = time.perf_counter()
+BENCHMARK_FLAGS = {"reducecnn": (), "grouped": ("--runs-per-task", "3")}
+
+
+def run_way(way: str, args: argparse.Namespace, specs: list[RunSpec], workdir: Path) -> dict:
+    """Run one way in a fresh process; returns its wall time and per-run rows.
+
+    The reducecnn ways time jobs/benchmark.py itself, the command a user runs; the notebook
+    and Tune ways are programs of this script (--child), timed the same way."""
+    if way in BENCHMARK_FLAGS:
+        command = benchmark_command(specs, workdir, way, *BENCHMARK_FLAGS[way])
+    else:
+        command = [sys.executable, __file__, "--child", way, "--workdir", str(workdir), *args.forwarded]
     log = workdir / f"{way}.log"
+    start = time.perf_counter()
     with log.open("w") as stream:
-        completed = subprocess.run([sys.executable, __file__, "--child", way, "--workdir", str(workdir),
-                                    *args.forwarded], stdout=stream, stderr=subprocess.STDOUT,
+        completed = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
                                    env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
+    wall = time.perf_counter() - start
     if completed.returncode != 0:
         raise SystemExit(f"perf: the {way} way failed:\n{log.read_text()[-3000:]}")
-    wall = time.perf_counter() - start
-    return {"way": way, "wall_seconds": wall, "rows": json.loads(result_file.read_text())}
+    rows = (benchmark_rows(specs, workdir, way) if way in BENCHMARK_FLAGS
+            else json.loads((workdir / f"{way}.json").read_text()))
+    return {"way": way, "wall_seconds": wall, "rows": rows}
 
 
 def print_table(results: list[dict], models: list[str]) -> None:
@@ -174,7 +189,7 @@ def main() -> int:
     parser.add_argument("--train-limit", type=int)
     parser.add_argument("--ways", default=",".join(DEFAULT_WAYS),
                         help=f"comma-separated, from {','.join(WAYS)} (default {','.join(DEFAULT_WAYS)})")
-    parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("notebook", "tune"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.forwarded = ["--models", args.models, "--seeds", str(args.seeds), "--epochs", str(args.epochs)]
@@ -183,9 +198,7 @@ def main() -> int:
     specs = make_specs(args)
     if args.child:
         workdir = Path(args.workdir)
-        rows = {"notebook": lambda: notebook_way(specs), "reducecnn": lambda: reducecnn_way(specs, workdir, "reducecnn"),
-                "grouped": lambda: reducecnn_way(specs, workdir, "grouped", "--runs-per-task", "3"),
-                "tune": lambda: tune_way(specs, workdir)}[args.child]()
+        rows = notebook_way(specs) if args.child == "notebook" else tune_way(specs, workdir)
         (workdir / f"{args.child}.json").write_text(json.dumps(rows))
         return 0
     ways = [way for way in args.ways.split(",") if way]
@@ -197,7 +210,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="perf-") as workdir:
         results = []
         for way in ways:
-            results.append(run_way(way, args, Path(workdir)))
+            results.append(run_way(way, args, specs, Path(workdir)))
             print(f"{way}: {results[-1]['wall_seconds']:.1f} s", flush=True)
     print_table(results, args.models.split(","))
     return 0
