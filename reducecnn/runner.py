@@ -6,15 +6,18 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ray
 from tqdm import tqdm
 
-from reducecnn import data, store
+from reducecnn import data
 from reducecnn.config import BenchmarkConfig, RunSpec
 from reducecnn.group import groups
-from reducecnn.task import failure, train_task
-from reducecnn.train import RunResult, with_fields
+from reducecnn.train import RunResult, failed_record, with_fields
+
+if TYPE_CHECKING:
+    from reducecnn import store
 
 DEFAULT_GPU_FRACTION = 0.125  # tiny CNNs are overhead-bound: eight runs share one GPU (jobs/gpu_packing.py)
 
@@ -45,6 +48,24 @@ def connect(address: str | None) -> str | None:
     return context.dashboard_url or None
 
 
+def _train_task(specs: list[RunSpec], arrays: tuple, dataset_name: str, threads: int,
+                cpu_devices: int) -> list[RunResult]:
+    """Ray task body: rebuild the splits from the shared arrays and train the runs, one or a group."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from reducecnn import group, train
+
+    dataset = data.Dataset(dataset_name, "ray object store", "", *arrays)
+    splits = data.split(dataset, specs[0].protocol, specs[0].train_limit)
+    if len(specs) == 1:
+        outcomes = [train.run(specs[0], splits, threads=threads, cpu_devices=cpu_devices)]
+    else:
+        outcomes = group.run_group(specs, splits, threads=threads)
+    node = ray.get_runtime_context().get_node_id()
+    return [_failure(spec, outcome) if isinstance(outcome, Exception)
+            else RunResult(with_fields(outcome.record, ray_node_id=node), outcome.epochs)
+            for spec, outcome in zip(specs, outcomes)]
+
+
 def task_resources(config: BenchmarkConfig) -> dict:
     """Ray task options for one run, from the config and what the cluster has."""
     gpus = config.gpus_per_run
@@ -59,6 +80,13 @@ def task_resources(config: BenchmarkConfig) -> dict:
     }
 
 
+def _failure(spec: RunSpec, error: Exception) -> RunResult:
+    """A failed record from whatever the task raised (its own exception or a dead worker)."""
+    cause = getattr(error, "cause", None) or error
+    message = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
+    return RunResult(failed_record(spec, f"{type(cause).__name__}: {message}"[:2000]))
+
+
 def _line(result: RunResult) -> str:
     """One line per finished run for the log."""
     record = result.record
@@ -71,6 +99,10 @@ def _line(result: RunResult) -> str:
 def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location,
                   specs: list[RunSpec] | None = None) -> Outcome:
     """Train every spec (default: the config's) not yet recorded ok, writing each record as it finishes."""
+    # Imported here, not at the top: a Ray worker imports this module for `_train_task`, and
+    # the store's pandas and pyarrow would cost it 0.4 s before its first run (every run on GPUs).
+    from reducecnn import store
+
     start = time.perf_counter()
     specs = config.specs() if specs is None else specs
     done = store.recorded_ok(location)
@@ -88,7 +120,7 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         # GPU runs get a fresh process each (max_calls=1) so a finished run hands its GPU memory
         # back. CPU workers are reused (0 = no limit): TensorFlow's import and start-up cost seconds
         # per run, and every run of a benchmark asks for the same threads, fixed per process.
-        remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(train_task)
+        remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(_train_task)
         # One run per task by default; --runs-per-task K deals the runs into groups of up to K
         # that train as one computation (reducecnn/group.py).
         pending = {
@@ -106,7 +138,7 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
                 try:
                     results = ray.get(finished)
                 except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as error:
-                    results = [failure(spec, error) for spec in chunk]
+                    results = [_failure(spec, error) for spec in chunk]
                 for result in results:
                     record = with_fields(result.record, benchmark=config.name)
                     store.write_run(record, result.epochs, location)
