@@ -29,7 +29,7 @@ from reducecnn.config import RunSpec
 from reducecnn.data import Splits
 from reducecnn.models import MODELS, describe
 from reducecnn.train import (EVAL_BATCH_SIZE, STEPS_PER_EXECUTION, RunFailed, RunResult, _epoch_rows, _input,
-                             _learning_rate, _version, record_for, final_test_scores)
+                             _version, adam, final_test_scores, record_for)
 
 
 def group_key(spec: RunSpec) -> tuple:
@@ -79,7 +79,7 @@ def _build(spec: RunSpec, data: Splits) -> _Member:
 
     keras.utils.set_random_seed(spec.seed)
     model = MODELS[spec.model]()
-    optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(spec, len(data.x_train)))
+    optimizer = adam(spec, len(data.x_train))
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"], optimizer=optimizer)
     optimizer.build(model.trainable_variables)
     train = _input(data.x_train, data.y_train, spec.batch_size, shuffle_seed=spec.seed, shift=spec.augment_shift)

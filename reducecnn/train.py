@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import math
 import resource
@@ -152,6 +153,40 @@ def _epoch_timer():
     return EpochTimer()
 
 
+@functools.cache
+def _fused_adam_class() -> type:
+    """keras.optimizers.Adam applying its update with TensorFlow's fused ResourceApplyAdam kernel.
+
+    The same update rule and hyperparameters as Keras 3's Adam (and the kernel the study's
+    tf.keras 2.7 Adam called), in one op per variable instead of about ten: the baseline's
+    590k weights made Keras's op-by-op Adam 3 of its 6.3 ms per step on one CPU thread.
+    Results agree with Keras 3's Adam to rounding, not bit for bit.
+    """
+    import keras
+    import tensorflow as tf
+
+    class FusedAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+                return super().update_step(gradient, variable, learning_rate)
+            dtype = variable.dtype
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            index = self._get_variable_index(variable)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+    return FusedAdam
+
+
+def adam(spec: RunSpec, train_images: int):
+    """The run's optimizer: Adam (fused kernel) at the spec's learning rate or schedule."""
+    return _fused_adam_class()(learning_rate=_learning_rate(spec, train_images))
+
+
 def _learning_rate(spec: RunSpec, train_images: int):
     """Adam's learning rate: constant as in the study, or cosine decay to 0 over all epochs."""
     if spec.lr_schedule == "constant":
@@ -199,7 +234,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     with placement.strategy.scope():
         model = MODELS[spec.model]()
         model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
-                      optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(spec, len(data.x_train))),
+                      optimizer=adam(spec, len(data.x_train)),
                       # Keras's multi-step loop fails under MirroredStrategy: one step per call there.
                       steps_per_execution=steps_per_execution if placement.replicas == 1 else 1)
     info = describe(model)

@@ -86,3 +86,35 @@ def test_study_protocol_reuses_the_last_validation_as_the_test_evaluation(mnist)
     evaluated = train.run(spec, copied, threads=1).record  # not the same arrays: evaluates again
     assert (reused.test_loss, reused.test_accuracy) == (evaluated.test_loss, evaluated.test_accuracy)
     assert (reused.test_loss, reused.test_accuracy) == (reused.val_loss, reused.val_accuracy)
+
+
+def test_fused_adam_follows_keras_adam_to_rounding():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(64, 10)).astype("float32")
+    gradients = [rng.normal(size=(64, 10)).astype("float32") for _ in range(5)]
+    spec = RunSpec(model="approach2", seed=0, learning_rate=0.01)
+    weights = []
+    for optimizer in (train.adam(spec, 1_000), keras.optimizers.Adam(learning_rate=0.01)):
+        variable = keras.Variable(start)
+        for gradient in gradients:
+            optimizer.apply([tf.constant(gradient)], [variable])
+        weights.append(variable.numpy())
+    assert not np.allclose(weights[0], start, atol=1e-3)
+    np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)  # steps move ~1e-2
+
+
+def test_fused_adam_is_one_kernel_per_variable():
+    import keras
+    import tensorflow as tf
+
+    optimizer = train.adam(RunSpec(model="approach2", seed=0), 1_000)
+    variables = [keras.Variable(tf.zeros((3, 3))), keras.Variable(tf.zeros((3,)))]
+    optimizer.build(variables)
+    step = tf.function(lambda grads: optimizer.apply(grads, variables))
+    graph = step.get_concrete_function([tf.TensorSpec((3, 3)), tf.TensorSpec((3,))]).graph
+    kernels = [op.type for op in graph.get_operations() if op.type == "ResourceApplyAdam"]
+    assert kernels == ["ResourceApplyAdam"] * 2
