@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 
@@ -20,10 +21,14 @@ STUDY_DATASET = "mnist"
 REFERENCE_MODEL = "baseline"
 
 # Runs are pooled only when all of these agree: different settings are never averaged together.
-SETTINGS_KEYS = ["max_epochs", "batch_size", "train_limit"]
+# The last three come from each run's spec_json (see `with_spec_settings`).
+SETTINGS_KEYS = ["max_epochs", "batch_size", "train_limit", "patience", "learning_rate", "lr_schedule",
+                 "augment_shift"]
+# What a spec without the field meant (RunSpec's defaults when the field was added).
+SPEC_DEFAULTS = {"learning_rate": 0.001, "lr_schedule": "constant", "augment_shift": 0}
 COMPARISON_KEYS = ["dataset", "protocol", *SETTINGS_KEYS]
 SUMMARY_KEYS = ["dataset", "protocol", "model", *SETTINGS_KEYS]
-REQUIRED_COLUMNS = [*SUMMARY_KEYS, "status", "test_accuracy"]
+REQUIRED_COLUMNS = [*(key for key in SUMMARY_KEYS if key not in SPEC_DEFAULTS), "status", "test_accuracy"]
 MODEL_PROPERTIES = ["params_trainable", "params_total", "params_non_trainable", "layers", "macs_per_image"]
 MEAN_COLUMNS = {"epochs_run": "epochs_run_mean", "train_seconds": "train_seconds_mean",
                 "images_per_second": "images_per_second_mean"}
@@ -135,6 +140,15 @@ def duplicate_run_ids(runs: pd.DataFrame) -> list[str]:
     return sorted(counts[counts > 1].index.astype(str))
 
 
+def with_spec_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with learning_rate, lr_schedule and augment_shift columns read from spec_json
+    (defaults where a spec predates a field), so runs trained differently are not pooled."""
+    specs = [json.loads(text) if isinstance(text, str) and text else {}
+             for text in (runs["spec_json"] if "spec_json" in runs else [None] * len(runs))]
+    return runs.assign(**{name: [spec.get(name, default) for spec in specs] if len(runs) else pd.Series(dtype=object)
+                          for name, default in SPEC_DEFAULTS.items()})
+
+
 def distinct_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run_id, an ok record preferred: the same seeded run must not be counted twice."""
     if "run_id" not in runs.columns:
@@ -144,21 +158,22 @@ def distinct_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, protocol, model, max_epochs, batch_size, train_limit): counts, params, accuracy stats.
+    """One row per (dataset, protocol, model, settings): counts, params, accuracy stats.
 
     Failed runs are counted in `failed_runs`, never averaged. A run_id that appears in several rows
     counts once (its ok record if any). Accuracies are fractions (0..1); the CI is the two-sided
     95% t interval of the mean, NaN with fewer than two ok runs.
     """
     require_columns(runs, REQUIRED_COLUMNS)
-    groups = distinct_runs(runs).groupby(SUMMARY_KEYS, dropna=False, sort=False)
+    groups = distinct_runs(with_spec_settings(runs)).groupby(SUMMARY_KEYS, dropna=False, sort=False)
     rows = [summarize_group(keys, group) for keys, group in groups]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:-3])
-    summary = as_nullable_ints(summary, [*SETTINGS_KEYS, "ok_runs", "failed_runs", *MODEL_PROPERTIES])
+    summary = as_nullable_ints(summary, ["max_epochs", "batch_size", "train_limit", "patience", "augment_shift",
+                                         "ok_runs", "failed_runs", *MODEL_PROPERTIES])
     summary = add_study_columns(summary)
     order = summary["model"].map(model_sort_key)
     summary = summary.assign(_order=order).sort_values(
-        ["dataset", "protocol", "max_epochs", "batch_size", "train_limit", "_order"], na_position="first")
+        ["dataset", "protocol", *SETTINGS_KEYS, "_order"], na_position="first")
     return summary.drop(columns="_order").reset_index(drop=True)[SUMMARY_COLUMNS]
 
 
@@ -190,7 +205,14 @@ def describe_settings(row: object) -> str:
     limit = "full training set" if pd.isna(row.train_limit) else f"first {int(row.train_limit):,} training images"
     epochs = "?" if pd.isna(row.max_epochs) else int(row.max_epochs)
     batch = "?" if pd.isna(row.batch_size) else int(row.batch_size)
-    return f"{row.dataset}, {row.protocol}, ≤{epochs} epochs, batch {batch}, {limit}"
+    text = f"{row.dataset}, {row.protocol}, ≤{epochs} epochs, batch {batch}, {limit}"
+    if pd.notna(row.patience):
+        text += f", patience {int(row.patience)}"
+    if row.learning_rate != SPEC_DEFAULTS["learning_rate"] or row.lr_schedule != SPEC_DEFAULTS["lr_schedule"]:
+        text += f", lr {row.learning_rate:g}" + (f" {row.lr_schedule}" if row.lr_schedule != "constant" else "")
+    if row.augment_shift:
+        text += f", {int(row.augment_shift)}-px shifts"
+    return text
 
 
 def welch_difference(mean_model: float, std_model: float, n_model: int,
@@ -290,4 +312,5 @@ def compare_to_baseline(runs: pd.DataFrame, margin: float = 0.005) -> pd.DataFra
         for _, model_row in group[group["model"] != REFERENCE_MODEL].iterrows():
             rows.append(compare_pair(model_row, references.iloc[0], margin))
     comparison = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    return as_nullable_ints(comparison, [*SETTINGS_KEYS, "n_model", "n_reference", "seeds_needed_per_model"])
+    return as_nullable_ints(comparison, ["max_epochs", "batch_size", "train_limit", "patience", "augment_shift",
+                                         "n_model", "n_reference", "seeds_needed_per_model"])

@@ -26,6 +26,7 @@ from reducecnn.aggregate import (
     require_columns,
     study_sentences,
     summarize,
+    with_spec_settings,
 )
 
 # Fixed sizes so a reader (and a test) knows the pixels: 8 x 5 in at 100 dpi = 800 x 500 px;
@@ -251,7 +252,7 @@ def validation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     if epochs.empty:
         return pd.DataFrame(columns=[*keys, "epoch", "mean", "std", "runs"])
     require_columns(epochs, ["run_id", "epoch", "val_accuracy"])
-    runs = distinct_runs(runs)
+    runs = distinct_runs(with_spec_settings(runs))
     ok_runs = runs.loc[runs["status"] == "ok", ["run_id", *keys]]
     epochs = epochs.drop_duplicates(["run_id", "epoch"])  # the same run in two benchmarks counts once
     joined = epochs[["run_id", "epoch", "val_accuracy"]].merge(ok_runs, on="run_id")

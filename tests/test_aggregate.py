@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from reducecnn.aggregate import EQUIVALENT, compare_to_baseline, study_sentences, summarize
+from reducecnn.aggregate import EQUIVALENT, compare_to_baseline, describe_settings, study_sentences, summarize
 from runsfactory import make_runs
 
 def seeds(model: str, accuracies: list[float], status: str = "ok") -> list[tuple]:
@@ -82,6 +82,16 @@ def test_different_train_limits_are_never_pooled():
     assert sorted(summary["ok_runs"]) == [2, 3]
 
 
+def test_runs_trained_with_other_learning_rates_or_shifts_are_never_pooled():
+    other = [make_runs(seeds("small2k", [0.990, 0.991])).assign(spec_json=spec, run_id=lambda f, s=spec: f["run_id"] + s)
+             for spec in ('{"learning_rate": 0.005, "augment_shift": 2}', '{"learning_rate": 0.01, "augment_shift": 2}',
+                          '{"learning_rate": 0.01, "augment_shift": 1}')]
+    summary = summarize(pd.concat([make_runs(seeds("small2k", [0.98, 0.981, 0.982])), *other]))
+    assert sorted(summary["ok_runs"]) == [2, 2, 2, 3]
+    settings = sorted(describe_settings(row) for row in summary.itertuples())
+    assert settings[-1] == "mnist, holdout, ≤10 epochs, batch 32, full training set, patience 1, lr 0.01, 2-px shifts"
+
+
 def test_study_within_two_std_flag():
     # approach1: study 0.9793, ours mean 0.980 std 0.001 -> 0.7 std away: within.
     # approach2: study 0.9666, ours mean 0.978 std 0.001 -> 11.4 std away: not within.
@@ -99,7 +109,7 @@ def test_study_columns_only_for_mnist():
 
 def test_study_sentence_for_a_study_accuracy_outside_two_std():
     sentences = study_sentences(summarize(make_runs(seeds("approach2", [0.977, 0.978, 0.979]))))
-    assert sentences == ["approach2 (mnist, holdout, ≤10 epochs, batch 32, full training set): "
+    assert sentences == ["approach2 (mnist, holdout, ≤10 epochs, batch 32, full training set, patience 1): "
                          "the study's 96.66% lies 11.4 std below our mean 97.80% ± 0.10 (n=3)."]
 
 
