@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from reducecnn.config import RunSpec
+
 # The study's own figures (STUDY-FACTS.md): trainable parameters and the test accuracy
 # that model.evaluate() reported after fit, one unseeded run per model, on MNIST.
 STUDY: dict[str, tuple[int, float]] = {
@@ -24,8 +26,9 @@ REFERENCE_MODEL = "baseline"
 # The last three come from each run's spec_json (see `with_spec_settings`).
 SETTINGS_KEYS = ["max_epochs", "batch_size", "train_limit", "patience", "learning_rate", "lr_schedule",
                  "augment_shift"]
-# What a spec without the field meant (RunSpec's defaults when the field was added).
-SPEC_DEFAULTS = {"learning_rate": 0.001, "lr_schedule": "constant", "augment_shift": 0}
+# What a spec without the field meant: RunSpec's defaults (unchanged since the fields were added).
+SPEC_DEFAULTS = {name: RunSpec.model_fields[name].default for name in ("learning_rate", "lr_schedule", "augment_shift")}
+INTEGER_SETTINGS = ["max_epochs", "batch_size", "train_limit", "patience", "augment_shift"]
 COMPARISON_KEYS = ["dataset", "protocol", *SETTINGS_KEYS]
 SUMMARY_KEYS = ["dataset", "protocol", "model", *SETTINGS_KEYS]
 REQUIRED_COLUMNS = [*(key for key in SUMMARY_KEYS if key not in SPEC_DEFAULTS), "status", "test_accuracy"]
@@ -143,9 +146,9 @@ def duplicate_run_ids(runs: pd.DataFrame) -> list[str]:
 def with_spec_settings(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs with learning_rate, lr_schedule and augment_shift columns read from spec_json
     (defaults where a spec predates a field), so runs trained differently are not pooled."""
-    specs = [json.loads(text) if isinstance(text, str) and text else {}
-             for text in (runs["spec_json"] if "spec_json" in runs else [None] * len(runs))]
-    return runs.assign(**{name: [spec.get(name, default) for spec in specs] if len(runs) else pd.Series(dtype=object)
+    texts = runs["spec_json"] if "spec_json" in runs else pd.Series([None] * len(runs), index=runs.index)
+    specs = [json.loads(text) if isinstance(text, str) and text else {} for text in texts]
+    return runs.assign(**{name: pd.Series([spec.get(name, default) for spec in specs], index=runs.index, dtype=object)
                           for name, default in SPEC_DEFAULTS.items()})
 
 
@@ -168,8 +171,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     groups = distinct_runs(with_spec_settings(runs)).groupby(SUMMARY_KEYS, dropna=False, sort=False)
     rows = [summarize_group(keys, group) for keys, group in groups]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:-3])
-    summary = as_nullable_ints(summary, ["max_epochs", "batch_size", "train_limit", "patience", "augment_shift",
-                                         "ok_runs", "failed_runs", *MODEL_PROPERTIES])
+    summary = as_nullable_ints(summary, [*INTEGER_SETTINGS, "ok_runs", "failed_runs", *MODEL_PROPERTIES])
     summary = add_study_columns(summary)
     order = summary["model"].map(model_sort_key)
     summary = summary.assign(_order=order).sort_values(
@@ -312,5 +314,4 @@ def compare_to_baseline(runs: pd.DataFrame, margin: float = 0.005) -> pd.DataFra
         for _, model_row in group[group["model"] != REFERENCE_MODEL].iterrows():
             rows.append(compare_pair(model_row, references.iloc[0], margin))
     comparison = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    return as_nullable_ints(comparison, ["max_epochs", "batch_size", "train_limit", "patience", "augment_shift",
-                                         "n_model", "n_reference", "seeds_needed_per_model"])
+    return as_nullable_ints(comparison, [*INTEGER_SETTINGS, "n_model", "n_reference", "seeds_needed_per_model"])

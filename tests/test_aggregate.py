@@ -83,9 +83,12 @@ def test_different_train_limits_are_never_pooled():
 
 
 def test_runs_trained_with_other_learning_rates_or_shifts_are_never_pooled():
-    other = [make_runs(seeds("small2k", [0.990, 0.991])).assign(spec_json=spec, run_id=lambda f, s=spec: f["run_id"] + s)
-             for spec in ('{"learning_rate": 0.005, "augment_shift": 2}', '{"learning_rate": 0.01, "augment_shift": 2}',
-                          '{"learning_rate": 0.01, "augment_shift": 1}')]
+    recipes = ['{"learning_rate": 0.005, "augment_shift": 2}', '{"learning_rate": 0.01, "augment_shift": 2}',
+               '{"learning_rate": 0.01, "augment_shift": 1}']
+    other = []
+    for number, recipe in enumerate(recipes):
+        runs = make_runs(seeds("small2k", [0.990, 0.991]))
+        other.append(runs.assign(spec_json=recipe, run_id=runs["run_id"] + f"-recipe{number}"))
     summary = summarize(pd.concat([make_runs(seeds("small2k", [0.98, 0.981, 0.982])), *other]))
     assert sorted(summary["ok_runs"]) == [2, 2, 2, 3]
     settings = sorted(describe_settings(row) for row in summary.itertuples())
