@@ -40,3 +40,55 @@ def test_unknown_model_names_the_known_ones():
 @pytest.mark.parametrize("name", ["small", "small2k", "small2000"])
 def test_small_models_stay_within_two_thousand_trainable_parameters(name):
     assert describe(MODELS[name]()).params_trainable <= 2_000
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_fused_batch_norm_agrees_with_keras_layer(scale):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from reducecnn.models import batch_norm
+
+    inputs = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 4)), tf.float32)
+    fused, plain = batch_norm(scale=scale), keras.layers.BatchNormalization(scale=scale)
+    for layer in (fused, plain):
+        layer.build(inputs.shape)
+    if scale:
+        for layer in (fused, plain):
+            layer.gamma.assign([0.5, 1.0, 2.0, 3.0])
+    for layer in (fused, plain):
+        layer.beta.assign([0.1, -0.2, 0.3, 0.0])
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs, training=True)
+            loss = tf.reduce_sum(outputs * tf.range(4, dtype=tf.float32))
+        gradients = tape.gradient(loss, [inputs, *layer.trainable_weights])
+        results.append([outputs, *gradients, layer.moving_mean, layer.moving_variance,
+                        layer(inputs, training=False)])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-4)
+    # The moving variance moved toward the biased batch variance, not the Bessel-corrected one.
+    np.testing.assert_allclose(np.asarray(fused.moving_variance),
+                               0.99 + 0.01 * np.var(np.asarray(inputs), axis=(0, 1, 2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["approach1", "approach2", "small2000"])
+def test_training_step_uses_the_fused_batch_norm_kernel(name):
+    import tensorflow as tf
+
+    model = MODELS[name]()
+
+    @tf.function
+    def step(images):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(images, training=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    graph = step.get_concrete_function(tf.TensorSpec((4, 28, 28, 1))).graph
+    kinds = [op.type for op in graph.get_operations()]
+    norms = sum(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
+    assert kinds.count("FusedBatchNormV3") == norms > 0
+    assert kinds.count("FusedBatchNormGradV3") == norms
