@@ -1,6 +1,7 @@
 """Speed, side by side in one invocation: the same specs trained three ways on this machine.
 
   notebook   one process, models one after another, model.fit on numpy arrays as the study's notebook
+             (Keras 3's own Adam and batch norm)
   reducecnn  jobs/benchmark.py on a local Ray (one task per run, its default)
   grouped    the same with --runs-per-task 3: three runs as one computation per task (not in the default --ways)
   tune       Ray Tune's Tuner over the same specs, calling the same train.run
@@ -46,9 +47,11 @@ def notebook_way(specs: list[RunSpec]) -> list[dict]:
     """The notebook's way: float arrays, to_categorical, model.fit with EarlyStopping, one process."""
     import keras
 
-    from reducecnn import data
+    from reducecnn import data, models
     from reducecnn.models import MODELS
 
+    # The notebook's code on today's Keras: Keras's own batch norm and Adam, not reducecnn's fused kernels.
+    models.FUSED_BATCH_NORM = False
     mnist = data.load("mnist")
     x_train = mnist.x_train.reshape(-1, 28, 28, 1) / 255
     x_test = mnist.x_test.reshape(-1, 28, 28, 1) / 255

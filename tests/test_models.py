@@ -92,3 +92,13 @@ def test_training_step_uses_the_fused_batch_norm_kernel(name):
     norms = sum(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
     assert kinds.count("FusedBatchNormV3") == norms > 0
     assert kinds.count("FusedBatchNormGradV3") == norms
+
+
+def test_plain_keras_batch_norm_on_request(monkeypatch):
+    import keras
+
+    from reducecnn import models
+
+    monkeypatch.setattr(models, "FUSED_BATCH_NORM", False)
+    norms = [layer for layer in MODELS["approach1"]().layers if "BatchNormalization" in type(layer).__name__]
+    assert len(norms) == 3 and all(type(layer) is keras.layers.BatchNormalization for layer in norms)
