@@ -66,12 +66,14 @@ FUSED_BATCH_NORM = True
 
 
 def batch_norm(**kwargs) -> keras.layers.Layer:
-    """A batch-norm layer (keras.layers.BatchNormalization's arguments) training with the fused kernel."""
-    if not FUSED_BATCH_NORM:
-        import keras
+    """A batch-norm layer (keras.layers.BatchNormalization's arguments) training with the fused
+    kernel on Keras's TensorFlow backend; Keras's own layer on other backends (jobs/gpu_packing.py
+    can run on JAX) or when FUSED_BATCH_NORM is off."""
+    import keras
 
-        return keras.layers.BatchNormalization(**kwargs)
-    return _batch_norm_class()(**kwargs)
+    if FUSED_BATCH_NORM and keras.backend.backend() == "tensorflow":
+        return _batch_norm_class()(**kwargs)
+    return keras.layers.BatchNormalization(**kwargs)
 
 
 @register
