@@ -17,6 +17,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+MAX_SEEDS = 100_000  # per invocation: --seeds N expands to a list
+
+
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -83,10 +86,11 @@ def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
     add_spec_flags(parser)
     parser.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else start a local Ray)")
     parser.add_argument("--cpus-per-run", type=float, help="CPUs per run = its TensorFlow threads (default 1)")
-    parser.add_argument("--gpus-per-run", type=float, help="GPUs per run: a fraction packs several runs on one GPU, "
-                        "2+ trains one run under MirroredStrategy (default 0.125 when the cluster has GPUs, else 0)")
-    parser.add_argument("--runs-per-task", type=int, help="train up to K runs (same data, batch size and epochs) "
-                        "as one computation per Ray task (default 1; see README, Performance)")
+    parser.add_argument("--gpus-per-run", type=float, help="GPUs per task (one run, or one vectorized group of "
+                        "--runs-per-task runs): a fraction packs several tasks on one GPU, 2+ trains one run under "
+                        "MirroredStrategy (default 0.125 when the cluster has GPUs, else 0)")
+    parser.add_argument("--runs-per-task", type=int, help="train up to K seeds of one model and recipe as ONE "
+                        "vectorized computation per task (default: 1 on CPUs, 64 where tasks get a GPU)")
     parser.add_argument("--max-retries", type=int, help="retries of a run whose worker died (default 2)")
     parser.add_argument("--no-report", dest="report", action="store_const", const=False,
                         help="do not write the summary report at the end")
@@ -102,8 +106,8 @@ def benchmark_values(args: argparse.Namespace) -> dict[str, Any]:
     values = read_config_file(args.config) if args.config else {}
     values |= {name: getattr(args, name) for name in _FLAG_FIELDS if getattr(args, name, None) is not None}
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+        if not 1 <= args.seeds <= MAX_SEEDS:
+            raise UserError(f"--seeds must lie between 1 and {MAX_SEEDS:,}, got {args.seeds}")
         values["seeds"] = list(range(args.seeds))
     if args.seed_list is not None:
         values["seeds"] = args.seed_list
@@ -142,7 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except train.RunFailed as error:
         result = train.RunResult(train.failed_record(spec, f"RunFailed: {error}"))
     record = train.with_fields(result.record, benchmark=args.name or "train")
-    store.write_run(record, result.epochs, location)
+    if not store.write_run(record, result.epochs, location):
+        print(f"run {record.run_id} already has an ok record in {location.join('runs')}; kept it, "
+              f"this {record.status} result was not written", file=sys.stderr)
+        return 0 if record.status == "ok" else 1
     if record.status != "ok":
         print(f"run {record.run_id} failed: {record.error}", file=sys.stderr)
         return 1
@@ -204,6 +211,8 @@ def _report(results_dirs: list[str], margin: float, into: str | None = None) -> 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`reducecnn report DIR [DIR ...] [--into OUT]`."""
+    if not 0 < args.margin <= 10:
+        raise UserError(f"--margin is in percentage points and must lie in (0, 10], got {args.margin:g}")
     for results_dir in args.results_dirs:
         if not os.path.isdir(results_dir):
             raise UserError(f"results folder {results_dir} does not exist")

@@ -18,6 +18,9 @@ DEFAULT_PATIENCE = {"holdout": 2, "study": 1}
 # Fields added after results were first recorded enter the run-id digest only when set away
 # from their default, so every run id recorded before them stays valid (resume keeps working).
 ADDED_LATER = {"lr_schedule": "constant", "augment_shift": 0}
+# Training images each protocol uses from the 60,000 (holdout keeps the last 10,000 to validate).
+TRAIN_IMAGES = {"holdout": 50_000, "study": 60_000}
+MAX_SEED = 2**32 - 1  # what keras.utils.set_random_seed accepts
 
 
 class UserError(Exception):
@@ -30,7 +33,7 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=MAX_SEED)
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     protocol: Literal["holdout", "study"] = "holdout"
     epochs: int = Field(10, ge=1)
@@ -53,9 +56,13 @@ class RunSpec(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _resolve_patience(self) -> RunSpec:
+    def _resolve_defaults(self) -> RunSpec:
         if self.patience is None:
             object.__setattr__(self, "patience", DEFAULT_PATIENCE[self.protocol])
+        # A limit at or above the protocol's training split trains on exactly that split:
+        # one experiment, one run id (ids of smaller limits are unchanged).
+        if self.train_limit is not None and self.train_limit >= TRAIN_IMAGES[self.protocol]:
+            object.__setattr__(self, "train_limit", None)
         return self
 
     @property
@@ -96,7 +103,9 @@ class BenchmarkConfig(BaseModel):
     cpus_per_run: float = Field(1.0, gt=0)
     gpus_per_run: float | None = Field(None, ge=0)
     cpu_devices: int = Field(1, ge=1)
-    runs_per_task: int = Field(1, ge=1)  # K > 1: K runs as one computation per task (reducecnn/group.py)
+    # K > 1: up to K seeds of one model and recipe as one vectorized computation per task
+    # (reducecnn/vectorized.py); None: 1 on CPUs, GPU_GROUP_SIZE where tasks get a GPU.
+    runs_per_task: int | None = Field(None, ge=1)
     resources_per_run: dict[str, float] = Field(default_factory=dict)
     max_retries: int = Field(2, ge=0)
     report: bool = True
@@ -118,8 +127,9 @@ class BenchmarkConfig(BaseModel):
     def _seeds_valid(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
         if not seeds:
             raise ValueError("at least one seed is needed")
-        if min(seeds) < 0:
-            raise ValueError("seeds must be >= 0")
+        if min(seeds) < 0 or max(seeds) > MAX_SEED:
+            raise ValueError(f"must be between 0 and {MAX_SEED} (2**32 - 1), got "
+                             f"{min(seeds) if min(seeds) < 0 else max(seeds)}")
         return tuple(dict.fromkeys(seeds))
 
     @field_validator("gpus_per_run")
@@ -132,8 +142,12 @@ class BenchmarkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _groups_need_one_device(self) -> BenchmarkConfig:
-        if self.runs_per_task > 1 and self.cpu_devices > 1:
+        grouped = self.runs_per_task is not None and self.runs_per_task > 1
+        if grouped and self.cpu_devices > 1:
             raise ValueError("runs_per_task > 1 cannot be combined with cpu_devices > 1 (a mirrored run trains alone)")
+        if grouped and self.gpus_per_run is not None and self.gpus_per_run >= 2:
+            raise ValueError("runs_per_task > 1 cannot be combined with gpus_per_run >= 2 (a vectorized group "
+                             "trains on one device; a mirrored run trains alone)")
         return self
 
     def specs(self) -> list[RunSpec]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import uuid
 from dataclasses import dataclass
 
@@ -33,7 +35,7 @@ RUNS_SCHEMA = pa.schema([
     ("started_at", _TIMESTAMP), ("finished_at", _TIMESTAMP),
     ("host", pa.string()), ("ray_node_id", pa.string()), ("devices", pa.string()),
     ("strategy", pa.string()), ("replicas", pa.int32()), ("threads", pa.int32()), ("peak_rss_mb", pa.float64()),
-    ("group_size", pa.int32()),
+    ("group_size", pa.int32()), ("vectorized", pa.bool_()),
     ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
     ("ray_version", pa.string()), ("reducecnn_version", pa.string()), ("spec_json", pa.string()),
 ], metadata=_METADATA)
@@ -126,11 +128,46 @@ def epochs_table(record: RunRecord, epochs: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=EPOCHS_SCHEMA)
 
 
-def write_run(record: RunRecord, epochs: list[dict], location: Location) -> None:
-    """Write a run's epochs, then its record: a record on disk means its epochs are there too."""
-    if epochs:
-        _write_atomically(epochs_table(record, epochs), location, "epochs", record.run_id)
-    _write_atomically(record_table(record), location, "runs", record.run_id)
+@contextlib.contextmanager
+def _exclusive(location: Location):
+    """Hold the results folder's write lock (local folders; object stores have no locks)."""
+    if not location.is_local:
+        yield
+        return
+    with open(location.join(".write.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _status(location: Location, run_id: str) -> str | None:
+    """The status of the run's record on disk; None when there is none (or it cannot be read)."""
+    path = location.join("runs", f"{run_id}.parquet")
+    if location.filesystem.get_file_info(path).type != pafs.FileType.File:
+        return None
+    try:
+        return _read_checked(path, location, columns=["status"]).column("status")[0].as_py()
+    except ValueError:
+        return None
+
+
+def write_run(record: RunRecord, epochs: list[dict], location: Location) -> bool:
+    """Write a run's epochs, then its record, unless an ok record of that run is already there.
+
+    The one rule for every writer (drivers, `reducecnn train`, two benchmarks on one folder):
+    a record never replaces a more final one. ok replaces failed; failed never replaces ok; a
+    second ok leaves the first (and its epochs) in place. Returns False when it wrote nothing.
+    A record on disk means its epochs are there too.
+    """
+    with _exclusive(location):
+        if _status(location, record.run_id) == "ok":
+            return False
+        if epochs:
+            _write_atomically(epochs_table(record, epochs), location, "epochs", record.run_id)
+        _write_atomically(record_table(record), location, "runs", record.run_id)
+    return True
 
 
 def _parquet_files(location: Location, folder: str) -> list[str]:

@@ -71,8 +71,11 @@ def _other_schema_version(tmp: Path) -> None:
 # (case, flags or a function of (tmp, mnist) giving flags, message in the one line)
 CASES = [
     ("unknown model", ["--models", "baseline,nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2000, small2k"),
-    ("zero seeds", ["--seeds", "0"], "--seeds must be >= 1"),
-    ("negative seeds", ["--seeds", "-2"], "--seeds must be >= 1"),
+    ("zero seeds", ["--seeds", "0"], "--seeds must lie between 1 and 100,000, got 0"),
+    ("negative seeds", ["--seeds", "-2"], "--seeds must lie between 1 and 100,000, got -2"),
+    ("too many seeds", ["--seeds", str(2**40)], "--seeds must lie between 1 and 100,000"),
+    ("seed above 2**32 - 1", ["--seed-list", f"0,{2**32}"], "seeds: must be between 0 and 4294967295 (2**32 - 1), got 4294967296"),
+    ("seed above 2**63", ["--seed-list", str(2**64)], "seeds: must be between 0 and 4294967295"),
     ("epochs 0", ["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
     ("batch 0", ["--batch-size", "0"], "batch_size: Input should be greater than or equal to 1"),
     ("negative GPU fraction", ["--gpus-per-run", "-0.5"], "gpus_per_run: Input should be greater than or equal to 0"),
@@ -80,6 +83,8 @@ CASES = [
     ("no runs per task", ["--runs-per-task", "0"], "runs_per_task: Input should be greater than or equal to 1"),
     ("groups under mirroring", ["--runs-per-task", "2", "--cpu-devices", "2"],
      "runs_per_task > 1 cannot be combined with cpu_devices > 1"),
+    ("groups on several GPUs", ["--runs-per-task", "2", "--gpus-per-run", "2"],
+     "runs_per_task > 1 cannot be combined with gpus_per_run >= 2"),
     ("unknown protocol", ["--protocol", "holdon"], "protocol: Input should be 'holdout' or 'study'"),
     ("misspelled config key", lambda tmp, m: ["--config", str(_file(tmp, "c.yaml", "epoch: 3\n"))],
      "epoch: unknown field (check the spelling)"),
@@ -118,4 +123,16 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, mnist, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert "Traceback" not in err[0]
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("margin", ["0", "-1", "20", "nan"])
+def test_report_margin_outside_its_range_is_one_line_exit_2(tmp_path, capsys, margin):
+    from reducecnn.cli import main
+
+    (tmp_path / "bench" / "runs").mkdir(parents=True)
+    before = _snapshot(tmp_path)
+    assert main(["report", str(tmp_path / "bench"), "--margin", margin]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--margin is in percentage points and must lie in (0, 10]" in err[0], err
     assert _snapshot(tmp_path) == before

@@ -23,8 +23,8 @@ def _one_line_error(capsys) -> str:
 
 @pytest.mark.parametrize("argv, message", [
     (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2000, small2k"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--seed-list=-1,2"], "seeds must be >= 0"),
+    (["--seeds", "0"], "--seeds must lie between 1 and 100,000, got 0"),
+    (["--seed-list=-1,2"], "seeds: must be between 0 and 4294967295 (2**32 - 1), got -1"),
     (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
     (["--batch-size", "0"], "batch_size: Input should be greater than or equal to 1"),
     (["--gpus-per-run", "-1"], "gpus_per_run: Input should be greater than or equal to 0"),

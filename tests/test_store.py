@@ -122,3 +122,35 @@ def test_column_added_later_reads_as_null_from_older_files(location, tmp_path):
     pq.write_table(older.drop_columns(["peak_rss_mb"]), path)
     runs, warnings = store.read_table(location, "runs")
     assert warnings == [] and runs["peak_rss_mb"].isna().all() and list(runs.columns) == store.RUNS_SCHEMA.names
+
+
+def _record_on_disk(tmp_path, run_id):
+    return pd.read_parquet(tmp_path / "bench" / "runs" / f"{run_id}.parquet").iloc[0]
+
+
+def test_a_failure_never_replaces_an_ok_record(location, tmp_path):
+    ok = _ok_record()
+    assert store.write_run(ok, _epochs(ok), location)
+    failure = failed_record(RunSpec(model="approach1", seed=0, epochs=2), "WorkerCrashedError: killed")
+    assert not store.write_run(failure, [], location)
+    assert _record_on_disk(tmp_path, ok.run_id)["status"] == "ok"
+    assert store.recorded_ok(location) == {ok.run_id}
+    assert len(pd.read_parquet(tmp_path / "bench" / "epochs")) == 2
+
+
+def test_ok_replaces_a_failure_and_a_second_ok_leaves_the_first(location, tmp_path):
+    spec = RunSpec(model="approach1", seed=0, epochs=2)
+    assert store.write_run(failed_record(spec, "boom"), [], location)
+    ok = _ok_record()
+    assert store.write_run(ok, _epochs(ok), location)
+    assert _record_on_disk(tmp_path, ok.run_id)["status"] == "ok"
+    import dataclasses
+    assert not store.write_run(dataclasses.replace(ok, test_accuracy=0.5), _epochs(ok), location)
+    assert _record_on_disk(tmp_path, ok.run_id)["test_accuracy"] == 0.9712
+
+
+def test_a_failure_replaces_an_earlier_failure(location, tmp_path):
+    spec = RunSpec(model="approach1", seed=0, epochs=2)
+    store.write_run(failed_record(spec, "first"), [], location)
+    assert store.write_run(failed_record(spec, "second"), [], location)
+    assert _record_on_disk(tmp_path, spec.run_id)["error"] == "second"
