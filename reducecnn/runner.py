@@ -13,13 +13,17 @@ from tqdm import tqdm
 
 from reducecnn import data
 from reducecnn.config import BenchmarkConfig, RunSpec
-from reducecnn.group import groups
 from reducecnn.train import RunResult, failed_record, with_fields
+from reducecnn.vectorized import groups
 
 if TYPE_CHECKING:
     from reducecnn import store
 
-DEFAULT_GPU_FRACTION = 0.125  # tiny CNNs are overhead-bound: eight runs share one GPU (jobs/gpu_packing.py)
+DEFAULT_GPU_FRACTION = 0.125  # GPUs per task when the cluster has GPUs: up to eight tasks share one GPU
+# Seeds per vectorized task where tasks get a GPU: K=64 ran 5.9x eight packed separate runs on an
+# H100 (README, "Performance"); on CPUs one run per task stays the default (grouped convolutions
+# are slow on TensorFlow's CPU kernels).
+GPU_GROUP_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -50,20 +54,34 @@ def connect(address: str | None) -> str | None:
 
 def _train_task(specs: list[RunSpec], arrays: tuple, dataset_name: str, threads: int,
                 cpu_devices: int) -> list[RunResult]:
-    """Ray task body: rebuild the splits from the shared arrays and train the runs, one or a group."""
+    """Ray task body: rebuild the splits from the shared arrays and train the runs, one or a vectorized group."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from reducecnn import group, train
+    from reducecnn import train, vectorized
 
     dataset = data.Dataset(dataset_name, "ray object store", "", *arrays)
     splits = data.split(dataset, specs[0].protocol, specs[0].train_limit)
-    if len(specs) == 1:
-        outcomes = [train.run(specs[0], splits, threads=threads, cpu_devices=cpu_devices)]
-    else:
-        outcomes = group.run_group(specs, splits, threads=threads)
+    outcomes: list = []
+    if len(specs) > 1:
+        try:
+            outcomes = vectorized.train_group(specs, splits, threads=threads)
+        except vectorized.NotVectorizable:
+            outcomes = []  # a layer the stacked form does not cover: train the runs one by one
+    for spec in specs[len(outcomes):]:
+        try:
+            outcomes.append(train.run(spec, splits, threads=threads, cpu_devices=cpu_devices))
+        except train.RunFailed as error:
+            outcomes.append(error)
     node = ray.get_runtime_context().get_node_id()
     return [_failure(spec, outcome) if isinstance(outcome, Exception)
             else RunResult(with_fields(outcome.record, ray_node_id=node), outcome.epochs)
             for spec, outcome in zip(specs, outcomes)]
+
+
+def group_size(config: BenchmarkConfig, gpus_per_task: float) -> int:
+    """Runs per task: --runs-per-task, else GPU_GROUP_SIZE where a task gets (part of) one GPU, else 1."""
+    if config.runs_per_task is not None:
+        return config.runs_per_task
+    return GPU_GROUP_SIZE if 0 < gpus_per_task < 2 else 1
 
 
 def task_resources(config: BenchmarkConfig) -> dict:
@@ -121,11 +139,13 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         # back. CPU workers are reused (0 = no limit): TensorFlow's import and start-up cost seconds
         # per run, and every run of a benchmark asks for the same threads, fixed per process.
         remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(_train_task)
-        # One run per task by default; --runs-per-task K deals the runs into groups of up to K
-        # that train as one computation (reducecnn/group.py).
+        # Seeds of one model and recipe go together, up to K per task, as one vectorized
+        # computation (reducecnn/vectorized.py); K = 1 on CPUs unless --runs-per-task says otherwise.
+        chunks = groups(todo, group_size(config, options["num_gpus"]))
+        print(f"{len(todo)} runs in {len(chunks)} tasks", file=sys.stderr)
         pending = {
             remote.options(**options).remote(chunk, arrays_ref, dataset.name, threads, config.cpu_devices): chunk
-            for chunk in groups(todo, config.runs_per_task)
+            for chunk in chunks
         }
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
             while pending:
@@ -141,8 +161,10 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
                     results = [_failure(spec, error) for spec in chunk]
                 for result in results:
                     record = with_fields(result.record, benchmark=config.name)
-                    store.write_run(record, result.epochs, location)
-                    ok, failed = ok + (record.status == "ok"), failed + (record.status != "ok")
-                    bar.write(_line(result))
+                    written = store.write_run(record, result.epochs, location)
+                    # A run another writer already recorded ok counts as ok, whatever this copy gave.
+                    ok, failed = ok + (record.status == "ok" or not written), failed + (record.status != "ok" and written)
+                    bar.write(_line(result) + ("" if written else "; an ok record was already there: kept it, "
+                                               "this result not written"))
                     bar.update()
     return Outcome(location, len(specs), len(specs) - len(todo), ok, failed, time.perf_counter() - start)

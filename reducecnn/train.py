@@ -16,6 +16,7 @@ import numpy as np
 
 import reducecnn
 from reducecnn import devices
+from reducecnn.batches import epoch_plan
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
 from reducecnn.models import MODELS, NUM_CLASSES, describe
@@ -72,6 +73,7 @@ class RunRecord:
     threads: int | None = None
     peak_rss_mb: float | None = None
     group_size: int | None = 1
+    vectorized: bool | None = False
     tensorflow_version: str | None = None
     keras_version: str | None = None
     ray_version: str | None = None
@@ -109,48 +111,49 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _input(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, shift: int = 0):
-    """uint8 arrays -> batches of float32 pixels / 255 and one-hot labels, converted per batch;
-    with `shift`, each training image is translated randomly by up to that many pixels."""
-    import keras
+def _input(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | None = None,
+           shifts: np.ndarray | None = None):
+    """uint8 arrays -> batches of float32 pixels / 255 and one-hot labels, converted per batch.
+
+    With `order` (an epoch's permutation, `batches.epoch_plan`) the batches follow it, each
+    image shifted by its row of `shifts`; without, the arrays are read in order (evaluation)."""
     import tensorflow as tf
 
-    translate = keras.layers.RandomTranslation(shift / 28, shift / 28, fill_mode="constant",
-                                               seed=shuffle_seed) if shift else None
+    from reducecnn.batches import shift_images
 
     def scale(images, labels):
-        images = tf.cast(images[..., tf.newaxis], tf.float32) / 255.0
-        if translate is not None:
-            images = translate(images, training=True)
-        return images, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
+        return tf.cast(images[..., tf.newaxis], tf.float32) / 255.0, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(scale).prefetch(2)
+    if order is None:
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).map(scale)
+    else:
+        images, labels = tf.constant(x), tf.constant(y)
+
+        def gather(indices, offsets):
+            pixels, one_hot = scale(tf.gather(images, indices), tf.gather(labels, indices))
+            if shifts is not None and np.any(shifts):
+                pixels = shift_images(pixels, offsets[:, tf.newaxis, :])
+            return pixels, one_hot
+
+        offsets = shifts if shifts is not None else np.zeros((len(order), 2), np.int32)
+        dataset = tf.data.Dataset.from_tensor_slices((order, offsets)).batch(batch_size).map(gather)
     options = tf.data.Options()
     # The autotune thread can keep fit() waiting 5-39 s after the last epoch (PLATFORM.md).
     options.autotune.enabled = False
     options.deterministic = True
-    return dataset.with_options(options)
+    return dataset.prefetch(2).with_options(options)
 
 
-def _epoch_timer():
-    """A Keras callback recording each epoch's wall time in `.seconds`."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
+def should_stop(val_losses: list[float], patience: int) -> bool:
+    """keras.callbacks.EarlyStopping(monitor="val_loss", patience) after the last of these epochs."""
+    best, wait, stop = math.inf, 0, False
+    for epoch, loss in enumerate(val_losses):
+        wait += 1
+        if loss < best:
+            best, wait, stop = loss, 0, False
+        else:
+            stop = wait >= patience and epoch > 0
+    return stop
 
 
 @functools.cache
@@ -238,16 +241,24 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
                       # Keras's multi-step loop fails under MirroredStrategy: one step per call there.
                       steps_per_execution=steps_per_execution if placement.replicas == 1 else 1)
     info = describe(model)
-    timer = _epoch_timer()
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience),
-                 keras.callbacks.TerminateOnNaN(), timer]
-    train = _input(data.x_train, data.y_train, spec.batch_size, shuffle_seed=spec.seed, shift=spec.augment_shift)
     validation = _input(data.x_val, data.y_val, EVAL_BATCH_SIZE)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    seconds: list[float] = []
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter()
-    # shuffle=False: the input pipeline shuffles itself, seeded, every epoch.
-    history = model.fit(train, validation_data=validation, epochs=spec.epochs, callbacks=callbacks,
-                        shuffle=False, verbose=0).history
+    # One fit() per epoch, each on that epoch's planned batches (the same for every trainer,
+    # batches.epoch_plan); Keras reuses the traced train function across the calls.
+    for epoch in range(spec.epochs):
+        order, shifts = epoch_plan(spec.seed, epoch, len(data.x_train), spec.augment_shift)
+        epoch_start = time.perf_counter()
+        logs = model.fit(_input(data.x_train, data.y_train, spec.batch_size, order, shifts),
+                         validation_data=validation, epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()],
+                         shuffle=False, verbose=0).history
+        seconds.append(time.perf_counter() - epoch_start)
+        for name in history:
+            history[name].append(float(logs[name][-1]) if name in logs else math.nan)
+        if not math.isfinite(history["loss"][-1]) or should_stop(history["val_loss"], spec.patience):
+            break
     train_seconds = time.perf_counter() - start
     epochs_run = len(history["loss"])
     if not all(math.isfinite(value) for value in history["loss"]):
@@ -268,7 +279,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
         tensorflow_version=tf.__version__, keras_version=keras.__version__,
         ray_version=_version("ray"),
     )
-    return RunResult(record, _epoch_rows(spec, history, timer.seconds))
+    return RunResult(record, _epoch_rows(spec, history, seconds))
 
 
 def with_fields(record: RunRecord, **fields) -> RunRecord:

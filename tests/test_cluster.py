@@ -13,7 +13,7 @@ from localcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--models", "baseline,approach2", "--epochs", "1", "--train-limit", "2000", "--name", "two-node",
-         "--runs-per-task", "2"]  # groups through Ray too: 4 runs -> 2 tasks of 2, one per node
+         "--runs-per-task", "2"]  # vectorized groups through Ray: 4 runs -> one task per model, one per node
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_one_row_per_run_on_both_nodes(cluster, out, first_run):
 def test_run_threads_equal_its_cpus(out, first_run):
     runs = pd.read_parquet(out / "two-node" / "runs")
     assert set(runs["threads"]) == {1}
-    assert set(runs["group_size"]) == {2}
+    assert set(runs["group_size"]) == {2} and set(runs["vectorized"]) == {True}
 
 
 def test_rerun_trains_nothing_and_adds_no_rows(cluster, out, first_run):

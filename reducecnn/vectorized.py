@@ -1,0 +1,341 @@
+"""K runs of one model and recipe (their seeds, learning rates, patience may differ) as ONE computation.
+
+A tiny CNN at batch 32 leaves a GPU mostly idle; K seeds stacked into one model
+(`reducecnn.stacked`: grouped convolutions, batched dense layers, batch norm per seed and
+channel) keep it busy. Every member keeps what a separate `train.run` has: its initial
+weights (built right after `set_random_seed(seed)`, as there), its batches and shifts
+(`batches.epoch_plan`, the same as `train.run`'s), its own Adam state and learning rate,
+its own early stopping (a stopped member is frozen: it is evaluated with its weights and
+moving statistics of its stop epoch) and its own non-finite-loss failure. Its row and epoch
+rows are those of a separate run, with `vectorized=True` and `group_size=K`.
+
+The model, loss and update are Keras 3 backend-neutral ops; per backend there is only the
+gradient and the compiled loop (`tf.function` + `tf.while_loop`, `jax.jit` + `fori_loop`).
+The uint8 images stay on the device; each step gathers its K batches by index.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+from reducecnn.batches import epoch_plan, shift_images
+from reducecnn.config import RunSpec
+from reducecnn.data import Splits
+from reducecnn.models import MODELS, NUM_CLASSES, describe
+from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
+from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, RunResult, _epoch_rows, _version, record_for, should_stop
+
+# Fields members may differ in: everything else must be equal for one computation.
+PER_MEMBER = ("seed", "learning_rate", "patience")
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as the study used
+
+
+def vector_key(spec: RunSpec) -> str:
+    """Runs with equal keys can be one vectorized group: one model, data set and recipe."""
+    return json.dumps(spec.model_dump(mode="json", exclude=set(PER_MEMBER)), sort_keys=True)
+
+
+def groups(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
+    """Specs of equal `vector_key` in groups of at most `size`, as few and as even as possible."""
+    by_key: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        by_key.setdefault(vector_key(spec), []).append(spec)
+    chunks = []
+    for same in by_key.values():
+        count = math.ceil(len(same) / max(1, size))
+        step = math.ceil(len(same) / count)
+        chunks += [same[i:i + step] for i in range(0, len(same), step)]
+    return chunks
+
+
+def _backend() -> tuple[Callable, Callable]:
+    """(value_and_grad, compile_loop) for Keras's backend: the only backend-specific code."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def compile_loop(body, donate: bool):
+            def run(carry, count, consts):
+                return jax.lax.fori_loop(0, count, lambda i, c: body(c, i, consts), carry)
+            return jax.jit(run, donate_argnums=(0,) if donate else ())
+
+        return (lambda fn: jax.value_and_grad(fn, has_aux=True)), compile_loop
+    if keras.backend.backend() != "tensorflow":
+        raise NotVectorizable(f"backend {keras.backend.backend()} is not supported (tensorflow or jax)")
+    import tensorflow as tf
+
+    def value_and_grad(fn):
+        def wrapped(params):
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                value, aux = fn(params)
+            return (value, aux), tape.gradient(value, params)
+        return wrapped
+
+    def compile_loop(body, donate: bool):
+        @tf.function(reduce_retracing=True)
+        def run(carry, count, consts):
+            _, carry = tf.while_loop(lambda i, c: i < count, lambda i, c: (i + 1, body(c, i, consts)),
+                                     (tf.constant(0), carry), parallel_iterations=1)
+            return carry
+        return run
+
+    return value_and_grad, compile_loop
+
+
+class Trainer:
+    """Compiled train and evaluate loops of one stacked model and one recipe."""
+
+    def __init__(self, stacked: StackedModel, spec: RunSpec, train_images: int):
+        self.stacked, self.spec, self.k = stacked, spec, stacked.seeds
+        self.train_images = train_images
+        self.value_and_grad, compile_loop = _backend()
+        self._compile = compile_loop
+        self._loops: dict[tuple, Callable] = {}
+
+    def _loop(self, kind: str, batch: int) -> Callable:
+        """The compiled loop of `kind` ('train' or 'eval') at a static batch size, built once."""
+        if (kind, batch) not in self._loops:
+            body = self._train_body(batch) if kind == "train" else self._eval_body(batch)
+            self._loops[(kind, batch)] = self._compile(body, donate=kind == "train")
+        return self._loops[(kind, batch)]
+
+    def _learning_rates(self, learning_rates, iteration):
+        """Each member's learning rate at this step: constant, or Keras's CosineDecay to 0."""
+        from keras import ops
+
+        if self.spec.lr_schedule == "constant":
+            return learning_rates
+        decay_steps = self.spec.epochs * math.ceil(self.train_images / self.spec.batch_size)
+        fraction = ops.minimum(ops.cast(iteration, "float32"), float(decay_steps)) / float(decay_steps)
+        return learning_rates * (0.5 * (1.0 + ops.cos(math.pi * fraction)))
+
+    def _train_body(self, batch: int) -> Callable:
+        """One Adam step of every member on its own next batch (Keras's Adam, elementwise per seed)."""
+        from keras import ops
+        from keras.losses import categorical_crossentropy
+
+        k, stacked, shift = self.k, self.stacked, bool(self.spec.augment_shift)
+
+        def body(carry, step, consts):
+            params, stats, moments, velocities, iteration, loss_sum, correct = carry
+            x_all, y_all, order, shifts, offset, learning_rates, active = consts
+            start = offset + step * batch
+            indices = ops.slice(order, (0, start), (k, batch))                      # [K, B]
+            images = ops.cast(ops.take(x_all, indices, axis=0), "float32") / 255.0  # [K, B, H, W]
+            images = ops.transpose(images, (1, 2, 3, 0))                            # [B, H, W, K]
+            if shift:
+                images = shift_images(images, ops.transpose(ops.slice(shifts, (0, start, 0), (k, batch, 2)), (1, 0, 2)))
+            labels = ops.one_hot(ops.transpose(ops.take(y_all, indices, axis=0)), NUM_CLASSES)  # [B, K, classes]
+
+            def loss_of(weights):
+                probabilities, new_stats = stacked.forward(weights, stats, images, training=True)
+                losses = ops.mean(categorical_crossentropy(labels, probabilities), axis=0)  # [K]
+                return ops.sum(losses), (losses, probabilities, new_stats)
+
+            (_, (losses, probabilities, new_stats)), gradients = self.value_and_grad(loss_of)(params)
+            t = ops.cast(iteration + 1, "float32")
+            alpha = self._learning_rates(learning_rates, iteration) * ops.sqrt(1.0 - BETA_2 ** t) / (1.0 - BETA_1 ** t)
+            updated = ([], [], [])
+            for p, g, m, v, slot in zip(params, gradients, moments, velocities, stacked.param_slots):
+                keep = per_seed(active, p.shape, slot, k) > 0
+                m2 = m + (g - m) * (1.0 - BETA_1)
+                v2 = v + (ops.square(g) - v) * (1.0 - BETA_2)
+                p2 = p - m2 * per_seed(alpha, p.shape, slot, k) / (ops.sqrt(v2) + EPSILON)
+                for out, new, old in zip(updated, (p2, m2, v2), (p, m, v)):
+                    out.append(ops.where(keep, new, old))
+            stats = [ops.where(per_seed(active, old.shape, slot, k) > 0, new, old)
+                     for old, new, slot in zip(stats, new_stats, stacked.stat_slots)]
+            hits = ops.cast(ops.argmax(probabilities, axis=-1) == ops.argmax(labels, axis=-1), "float32")
+            return (*updated[:1], stats, *updated[1:], iteration + 1,
+                    loss_sum + losses * float(batch), correct + ops.sum(hits, axis=0))
+
+        return body
+
+    def _eval_body(self, batch: int) -> Callable:
+        """Summed loss and hits of every member over one batch of shared images (no update)."""
+        from keras import ops
+        from keras.losses import categorical_crossentropy
+
+        k, stacked = self.k, self.stacked
+
+        def body(carry, step, consts):
+            loss_sum, correct = carry
+            params, stats, x_all, y_all, offset = consts
+            start = offset + step * batch
+            images = ops.cast(ops.slice(x_all, (start, 0, 0), (batch, *x_all.shape[1:])), "float32") / 255.0
+            images = ops.broadcast_to(images[..., None], (batch, *x_all.shape[1:], k))
+            labels = ops.one_hot(ops.slice(y_all, (start,), (batch,)), NUM_CLASSES)[:, None, :]
+            probabilities, _ = stacked.forward(params, stats, images, training=False)
+            labels = ops.broadcast_to(labels, probabilities.shape)
+            losses = ops.sum(categorical_crossentropy(labels, probabilities), axis=0)
+            hits = ops.cast(ops.argmax(probabilities, axis=-1) == ops.argmax(labels, axis=-1), "float32")
+            return loss_sum + losses, correct + ops.sum(hits, axis=0)
+
+        return body
+
+    def train_epoch(self, state: tuple, x, y, order: np.ndarray, shifts: np.ndarray, learning_rates, active) -> tuple:
+        """One epoch of every member; returns the new state (its last two entries: summed loss, hits)."""
+        from keras import ops
+
+        batch, images = self.spec.batch_size, order.shape[1]
+        full, rest = divmod(images, batch)
+        carry = (*state[:5], ops.zeros((self.k,), "float32"), ops.zeros((self.k,), "float32"))
+        order, shifts = ops.convert_to_tensor(order), ops.convert_to_tensor(shifts)
+        active = ops.convert_to_tensor(np.asarray(active, np.float32))
+        for size, count, offset in ((batch, full, 0), (rest, 1, full * batch)):
+            if size and count:
+                consts = (x, y, order, shifts, ops.convert_to_tensor(np.int32(offset)), learning_rates, active)
+                carry = self._loop("train", size)(carry, ops.convert_to_tensor(np.int32(count)), consts)
+        return carry
+
+    def evaluate(self, params, stats, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's mean loss and accuracy on shared images (x uint8 [N, H, W] on the device)."""
+        from keras import ops
+
+        images = x.shape[0]
+        # Every member sees each image: the batch shrinks with K so memory stays that of one run's.
+        batch = max(1, min(images, EVAL_BATCH_SIZE // self.k))
+        full, rest = divmod(images, batch)
+        carry = (ops.zeros((self.k,), "float32"), ops.zeros((self.k,), "float32"))
+        for size, count, offset in ((batch, full, 0), (rest, 1, full * batch)):
+            if size and count:
+                consts = (params, stats, x, y, ops.convert_to_tensor(np.int32(offset)))
+                carry = self._loop("eval", size)(carry, ops.convert_to_tensor(np.int32(count)), consts)
+        loss_sum, correct = (ops.convert_to_numpy(value) for value in carry)
+        return loss_sum / images, correct / images
+
+
+def finite_members(stacked: StackedModel, params: list) -> np.ndarray:
+    """Per member: are all its weights finite? (Its activations are sanitised around convolutions,
+    so a diverged member can show a finite loss; its weights still say it failed.)"""
+    from keras import ops
+
+    finite = np.ones(stacked.seeds, bool)
+    for value, slot in zip(params, stacked.param_slots):
+        by_seed = ops.reshape(ops.moveaxis(value, slot.axis, 0), (stacked.seeds, -1))
+        finite &= ops.convert_to_numpy(ops.all(ops.isfinite(by_seed), axis=1))
+    return finite
+
+
+def build_members(specs: list[RunSpec]) -> list:
+    """Each member's Keras model with the initial weights `train.run` gives its seed."""
+    import keras
+
+    models = []
+    for spec in specs:
+        keras.utils.set_random_seed(spec.seed)
+        models.append(MODELS[spec.model]())
+    return models
+
+
+def _check(specs: list[RunSpec]) -> None:
+    if not specs or len({vector_key(s) for s in specs}) != 1 or len({s.run_id for s in specs}) != len(specs):
+        raise ValueError("a vectorized group needs distinct specs of one model, data set and recipe "
+                         "(they may differ only in seed, learning rate and patience)")
+
+
+def _device_name() -> str:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform.upper()}:{device.id}" if device.platform != "cpu" else "CPU"
+    import tensorflow as tf
+
+    return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU"
+
+
+def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) -> list[RunResult | RunFailed]:
+    """Train the specs as one computation; one RunResult (or RunFailed) per spec, in order."""
+    _check(specs)
+    import keras
+    from keras import ops
+
+    threads_used = None
+    if keras.backend.backend() == "tensorflow":
+        from reducecnn import devices
+
+        devices.configure(threads, 1)
+        threads_used = devices.place(1).threads
+    keras.backend.clear_session()
+    members = build_members(specs)
+    infos = [describe(model) for model in members]
+    stacked = stack(members)
+    del members
+    first, k, images = specs[0], len(specs), len(data.x_train)
+    trainer = Trainer(stacked, first, images)
+    to_device = ops.convert_to_tensor
+    x_train, y_train = to_device(data.x_train), to_device(data.y_train.astype(np.int32))
+    x_val, y_val = to_device(data.x_val), to_device(data.y_val.astype(np.int32))
+    params = [to_device(p) for p in stacked.params]
+    state = (params, [to_device(s) for s in stacked.stats], [ops.zeros_like(p) for p in params],
+             [ops.zeros_like(p) for p in params], to_device(np.int32(0)))
+    learning_rates = to_device(np.array([spec.learning_rate for spec in specs], np.float32))
+    history = [{"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []} for _ in specs]
+    seconds, errors, active = [[] for _ in specs], [None] * k, [True] * k
+    started_at = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    for epoch in range(first.epochs):
+        epoch_start = time.perf_counter()
+        plans = [epoch_plan(spec.seed, epoch, images, first.augment_shift) for spec in specs]
+        carry = trainer.train_epoch(state, x_train, y_train, np.stack([p[0] for p in plans]),
+                                    np.stack([p[1] for p in plans]), learning_rates, active)
+        state = carry[:5]
+        loss, accuracy = (ops.convert_to_numpy(value) / images for value in carry[5:])
+        val_loss, val_accuracy = trainer.evaluate(state[0], state[1], x_val, y_val)
+        weights_finite = finite_members(stacked, state[0])
+        elapsed = time.perf_counter() - epoch_start
+        for index, spec in enumerate(specs):
+            if not active[index]:
+                continue
+            for name, values in (("loss", loss), ("accuracy", accuracy), ("val_loss", val_loss),
+                                 ("val_accuracy", val_accuracy)):
+                history[index][name].append(float(values[index]))
+            seconds[index].append(elapsed)
+            if not math.isfinite(loss[index]) or not weights_finite[index]:
+                errors[index] = f"non-finite training loss in epoch {epoch + 1} (learning rate {spec.learning_rate})"
+            if errors[index] or should_stop(history[index]["val_loss"], spec.patience):
+                active[index] = False
+        if not any(active):
+            break
+    train_seconds = time.perf_counter() - start
+    if data.x_test is data.x_val and data.y_test is data.y_val:
+        test_loss, test_accuracy = (np.array([h[name][-1] for h in history]) for name in ("val_loss", "val_accuracy"))
+    else:
+        test_loss, test_accuracy = trainer.evaluate(state[0], state[1], to_device(data.x_test),
+                                                    to_device(data.y_test.astype(np.int32)))
+    common = dict(started_at=started_at, devices=_device_name(), strategy="default", replicas=1, threads=threads_used,
+                  tensorflow_version=_version("tensorflow"), keras_version=keras.__version__,
+                  ray_version=_version("ray"), group_size=k, vectorized=True)
+    results: list[RunResult | RunFailed] = []
+    for index, spec in enumerate(specs):
+        if errors[index]:
+            results.append(RunFailed(errors[index]))
+            continue
+        info, runs = infos[index], history[index]
+        epochs_run = len(runs["loss"])
+        record = record_for(
+            spec,
+            params_total=info.params_total, params_trainable=info.params_trainable,
+            params_non_trainable=info.params_non_trainable, layers=info.layers, macs_per_image=info.macs_per_image,
+            epochs_run=epochs_run, stopped_early=epochs_run < spec.epochs,
+            train_loss=runs["loss"][-1], train_accuracy=runs["accuracy"][-1],
+            val_loss=runs["val_loss"][-1], val_accuracy=runs["val_accuracy"][-1],
+            test_loss=float(test_loss[index]), test_accuracy=float(test_accuracy[index]),
+            train_seconds=train_seconds, images_per_second=epochs_run * images / train_seconds,
+            finished_at=datetime.now(timezone.utc),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **common,
+        )
+        results.append(RunResult(record, _epoch_rows(spec, runs, seconds[index])))
+    return results
