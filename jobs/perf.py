@@ -3,7 +3,8 @@
   notebook   one process, models one after another, model.fit on numpy arrays as the study's notebook
              (Keras 3's own Adam and batch norm)
   reducecnn  jobs/benchmark.py on a local Ray (one task per run, its default)
-  grouped    the same with --runs-per-task 3: three runs as one computation per task (not in the default --ways)
+  grouped    the same with --runs-per-task 3: seeds of a model as one vectorized computation per task (not in
+             the default --ways)
   tune       Ray Tune's Tuner over the same specs, calling the same train.run
 
 Early stopping is off (patience = epochs), so every way does the same work. Each way runs in

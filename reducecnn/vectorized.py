@@ -182,12 +182,16 @@ class Trainer:
 
         return body
 
-    def train_epoch(self, state: tuple, x, y, order: np.ndarray, shifts: np.ndarray, learning_rates, active) -> tuple:
-        """One epoch of every member; returns the new state (its last two entries: summed loss, hits)."""
+    def train_epoch(self, state: tuple, x, y, order: np.ndarray, shifts: np.ndarray, learning_rates, active,
+                    steps: int | None = None) -> tuple:
+        """One epoch of every member (or only its first `steps` full batches); returns the new
+        state (its last two entries: summed loss, hits)."""
         from keras import ops
 
         batch, images = self.spec.batch_size, order.shape[1]
         full, rest = divmod(images, batch)
+        if steps is not None:
+            full, rest = min(full, steps), 0
         carry = (*state[:5], ops.zeros((self.k,), "float32"), ops.zeros((self.k,), "float32"))
         order, shifts = ops.convert_to_tensor(order), ops.convert_to_tensor(shifts)
         active = ops.convert_to_tensor(np.asarray(active, np.float32))

@@ -1,9 +1,11 @@
 """Chaos run: a small benchmark on a real two-node Ray cluster while workers and the driver are
 SIGKILLed at random moments; the driver is restarted after each kill. Prints what survived.
 
-    .venv/bin/python tests/chaos.py [--worker-kills 20] [--driver-kills 10] [--seed 0]
+    .venv/bin/python tests/chaos.py [--worker-kills 20] [--driver-kills 10] [--seed 0] [--drivers 2]
 
-Target: 0 duplicates, 0 partial files, 0 lost specs.
+With --drivers 2, two drivers run the same benchmark on one folder at once (each restarted
+after a kill), so one driver's failures race the other's ok records.
+Target: 0 duplicates, 0 partial files, 0 lost specs, 0 ok records replaced by failures.
 """
 
 from __future__ import annotations
@@ -63,7 +65,19 @@ def start_driver(cluster: LocalCluster, out: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def inspect(runs_dir: Path) -> dict[str, int]:
+def ok_now(runs_dir: Path) -> set[str]:
+    """Run ids recorded ok at this moment (files are replaced atomically, so reads are safe)."""
+    ids = set()
+    for path in runs_dir.glob("*.parquet") if runs_dir.is_dir() else []:
+        try:
+            table = pq.read_table(path, columns=["run_id", "status"]).to_pylist()
+        except Exception:  # noqa: BLE001 - a file vanishing or being replaced: seen next time
+            continue
+        ids.update(row["run_id"] for row in table if row["status"] == "ok")
+    return ids
+
+
+def inspect(runs_dir: Path, ok_seen: set[str]) -> dict[str, int]:
     """Count ok records, duplicates, partial files and lost specs in the results folder."""
     visible = [p for p in runs_dir.iterdir() if not p.name.startswith(".")] if runs_dir.is_dir() else []
     partial = 0
@@ -82,6 +96,7 @@ def inspect(runs_dir: Path) -> dict[str, int]:
         "partial files": partial,
         "temporary files left (invisible to readers)": sum(p.name.startswith(".") for p in runs_dir.iterdir()),
         "lost specs": len(wanted - set(zip(ok["model"], ok["seed"]))),
+        "ok records replaced by failures": len(ok_seen - set(ok["run_id"])),
     }
 
 
@@ -90,46 +105,54 @@ def main() -> int:
     parser.add_argument("--worker-kills", type=int, default=20)
     parser.add_argument("--driver-kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drivers", type=int, default=1, help="concurrent drivers on one results folder")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     out = Path(tempfile.mkdtemp(prefix="chaos-"))
     cluster = LocalCluster([{"node_a": 1}, {"node_b": 1}])
     worker_kills = driver_kills = driver_starts = 0
     start = time.monotonic()
+    runs_dir, ok_seen = out / "chaos" / "runs", set()
     try:
-        driver = start_driver(cluster, out)
-        driver_starts += 1
+        drivers = [start_driver(cluster, out) for _ in range(args.drivers)]
+        driver_starts += args.drivers
         while worker_kills < args.worker_kills or driver_kills < args.driver_kills:
             time.sleep(rng.uniform(1.0, 6.0))
-            if driver.poll() == 0:
+            ok_seen |= ok_now(runs_dir)
+            if all(driver.poll() == 0 for driver in drivers):
                 break  # everything recorded ok before the kills ran out
-            if driver.poll() is not None:  # some runs failed (retries used up): a new driver retries them
-                driver = start_driver(cluster, out)
-                driver_starts += 1
-                continue
+            for index, driver in enumerate(drivers):
+                if driver.poll() is not None and driver.poll() != 0:  # retries used up: a new driver retries
+                    drivers[index] = start_driver(cluster, out)
+                    driver_starts += 1
             if worker_kills < args.worker_kills and (driver_kills >= args.driver_kills or rng.random() < 0.67):
                 workers = training_workers(cluster)
                 if workers:
                     os.kill(rng.choice(workers), signal.SIGKILL)
                     worker_kills += 1
             else:
-                os.killpg(driver.pid, signal.SIGKILL)
-                driver.wait()
-                driver_kills += 1
-                driver = start_driver(cluster, out)
+                index = rng.randrange(len(drivers))
+                if drivers[index].poll() is None:
+                    os.killpg(drivers[index].pid, signal.SIGKILL)
+                    drivers[index].wait()
+                    driver_kills += 1
+                drivers[index] = start_driver(cluster, out)
                 driver_starts += 1
-        driver.wait(timeout=600)
+        for driver in drivers:
+            driver.wait(timeout=600)
+        ok_seen |= ok_now(runs_dir)
         final = start_driver(cluster, out)  # no more chaos: must finish everything cleanly
         driver_starts += 1
         final_code = final.wait(timeout=600)
     finally:
         cluster.stop()
-    counts = inspect(out / "chaos" / "runs")
+    counts = inspect(runs_dir, ok_seen)
     print(f"worker kills: {worker_kills}\ndriver kills: {driver_kills}\ndriver starts: {driver_starts}")
     for name, value in counts.items():
         print(f"{name}: {value}")
     print(f"final driver exit code: {final_code}\nwall seconds: {time.monotonic() - start:.0f}\nresults: {out}")
-    clean = counts["duplicates"] == counts["partial files"] == counts["lost specs"] == 0 and final_code == 0
+    clean = (counts["duplicates"] == counts["partial files"] == counts["lost specs"]
+             == counts["ok records replaced by failures"] == 0 and final_code == 0)
     return 0 if clean else 1
 
 

@@ -83,3 +83,19 @@ def test_new_fields_change_the_run_id_when_set():
     plain = RunSpec(model="baseline", seed=0)
     assert len({plain.run_id, RunSpec(model="baseline", seed=0, lr_schedule="cosine").run_id,
                 RunSpec(model="baseline", seed=0, augment_shift=2).run_id}) == 3
+
+
+def test_a_train_limit_at_or_above_the_split_is_the_unlimited_run():
+    plain = RunSpec(model="approach1", seed=0)
+    assert RunSpec(model="approach1", seed=0, train_limit=50_000).run_id == plain.run_id
+    assert RunSpec(model="approach1", seed=0, train_limit=90_000).run_id == plain.run_id
+    assert RunSpec(model="approach1", seed=0, train_limit=49_999).run_id != plain.run_id
+    study = RunSpec(model="approach1", seed=0, protocol="study")
+    assert RunSpec(model="approach1", seed=0, protocol="study", train_limit=50_000).run_id != study.run_id
+    assert RunSpec(model="approach1", seed=0, protocol="study", train_limit=60_000).run_id == study.run_id
+
+
+def test_seeds_stop_at_what_keras_accepts():
+    with pytest.raises(ValidationError):
+        RunSpec(model="approach1", seed=2**32)
+    assert RunSpec(model="approach1", seed=2**32 - 1).seed == 2**32 - 1

@@ -1,0 +1,35 @@
+"""jobs/gpu_vectorized.py, tiny, on the backend the GPU machine uses (JAX), without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "gpu_vectorized.py"
+
+
+def test_prints_and_writes_the_throughput_rows_and_the_study_workload(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "figures.json"
+    command = [sys.executable, str(SCRIPT), "--models", "approach1", "--ks", "1,2", "--steps", "3", "--packed", "0",
+               "--study-models", "approach2", "--study-seeds", "2", "--study-epochs", "1", "--train-limit", "300",
+               "--json", str(out)]
+    completed = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert [(row["model"], row["K"]) for row in figures["rows"]] == [("approach1", 1), ("approach1", 2)]
+    assert all(row["img_per_s_total"] == pytest.approx(row["img_per_s_per_run"] * row["K"]) for row in figures["rows"])
+    assert figures["backend"] == "jax" and figures["study"]["accuracy"]["approach2"]["runs"] == 2
+    assert "study workload: 1 models x 2 seeds x 1 epochs" in completed.stdout
+
+
+def test_an_unknown_model_is_one_line_exit_2():
+    completed = subprocess.run([sys.executable, str(SCRIPT), "--models", "nope"], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 2 and "unknown model 'nope'" in completed.stderr
