@@ -24,6 +24,7 @@ _checkout = Path(__file__).resolve().parents[1]
 if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in sys.path:
     sys.path.insert(0, str(_checkout))
 
+from reducecnn.batches import epoch_plan  # noqa: E402
 from reducecnn.config import STUDY_MODELS, RunSpec  # noqa: E402
 from reducecnn.models import MODELS  # noqa: E402
 
@@ -47,7 +48,7 @@ def step_ms(name: str, variant: str, x, y, batch_size: int = 32) -> float:
                  else keras.optimizers.Adam())
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"], optimizer=optimizer,
                   steps_per_execution=train.STEPS_PER_EXECUTION)
-    batches = train._input(x, y, batch_size, shuffle_seed=0)
+    batches = train._input(x, y, batch_size, *epoch_plan(0, 0, len(x)))
     model.fit(batches.take(4 * train.STEPS_PER_EXECUTION), epochs=1, shuffle=False, verbose=0)  # trace, warm up
     start = time.perf_counter()
     model.fit(batches, epochs=1, shuffle=False, verbose=0)
