@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from chaos import training_workers
 from localcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,3 +139,31 @@ def test_ctrl_c_stops_the_driver_promptly_and_keeps_what_is_recorded(cluster, tm
     assert driver.returncode == 130, err[-2000:]
     assert "interrupted; finished runs are recorded" in err
 
+
+
+def test_a_second_drivers_failure_never_replaces_an_ok_record(cluster, tmp_path):
+    flags = ["--models", "approach2", "--seed-list", "3", "--epochs", "1", "--train-limit", "3000", "--name", "shared"]
+    # Driver B lists the run as to train and starts it; its worker is paused mid-run.
+    second = subprocess.Popen(_command(cluster, tmp_path, *flags, "--max-retries", "0"), env=cluster.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    pids: list[int] = []
+    while not pids and time.monotonic() < deadline and second.poll() is None:
+        pids = training_workers(cluster)  # the process executing B's task (its title says so)
+        time.sleep(0.2)
+    assert pids, "driver B never started its task"
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        # Driver A trains the same spec on the other node and records it ok.
+        first = subprocess.run(_command(cluster, tmp_path, *flags), env=cluster.env, capture_output=True, text=True,
+                               timeout=300)
+        assert first.returncode == 0 and "0 already recorded, 1 to train" in first.stderr, first.stderr[-3000:]
+        ok_record = pd.read_parquet(tmp_path / "shared" / "runs").iloc[0]
+        assert ok_record["status"] == "ok"
+    finally:
+        os.kill(pids[0], signal.SIGKILL)  # B's worker dies past its retries: B gets a failure for that run
+    output, _ = second.communicate(timeout=120)
+    assert "FAILED approach2 seed 3" in output and "an ok record was already there: kept it" in output, output[-3000:]
+    runs = pd.read_parquet(tmp_path / "shared" / "runs")
+    assert runs[["status", "test_accuracy"]].values.tolist() == [["ok", ok_record["test_accuracy"]]]
+    assert len(pd.read_parquet(tmp_path / "shared" / "epochs")) == 1
