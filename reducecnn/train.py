@@ -131,11 +131,9 @@ def _input(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | No
 
         def gather(indices, offsets):
             pixels, one_hot = scale(tf.gather(images, indices), tf.gather(labels, indices))
-            if shifts is not None and np.any(shifts):
-                pixels = shift_images(pixels, offsets[:, tf.newaxis, :])
-            return pixels, one_hot
+            return (pixels if shifts is None else shift_images(pixels, offsets[:, tf.newaxis, :])), one_hot
 
-        offsets = shifts if shifts is not None else np.zeros((len(order), 2), np.int32)
+        offsets = np.zeros((len(order), 2), np.int32) if shifts is None else shifts
         dataset = tf.data.Dataset.from_tensor_slices((order, offsets)).batch(batch_size).map(gather)
     options = tf.data.Options()
     # The autotune thread can keep fit() waiting 5-39 s after the last epoch (PLATFORM.md).
@@ -251,7 +249,8 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     for epoch in range(spec.epochs):
         order, shifts = epoch_plan(spec.seed, epoch, len(data.x_train), spec.augment_shift)
         epoch_start = time.perf_counter()
-        logs = model.fit(_input(data.x_train, data.y_train, spec.batch_size, order, shifts),
+        logs = model.fit(_input(data.x_train, data.y_train, spec.batch_size, order,
+                                shifts if spec.augment_shift else None),
                          validation_data=validation, epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()],
                          shuffle=False, verbose=0).history
         seconds.append(time.perf_counter() - epoch_start)
