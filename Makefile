@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The default test run: fast tests only (about 9 minutes on 2 cores).
+# The default test run: fast tests only (9-10 minutes on 2 cores).
 test: setup
 	$(PY) -m pytest $(ARGS)
 
