@@ -55,19 +55,22 @@ def groups(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
     return chunks
 
 
-def _backend() -> tuple[Callable, Callable]:
-    """(value_and_grad, compile_loop) for Keras's backend: the only backend-specific code."""
+def _backend() -> tuple[Callable, Callable, Callable]:
+    """(value_and_grad, compile_loop, compile_function) for Keras's backend: the only
+    backend-specific code."""
     import keras
 
     if keras.backend.backend() == "jax":
         import jax
 
         def compile_loop(body, donate: bool):
+            # A static trip count: the loop is a scan, which XLA runs without reading the loop
+            # condition back from the GPU every step. Counts per run are few (full batches, the rest).
             def run(carry, count, consts):
                 return jax.lax.fori_loop(0, count, lambda i, c: body(c, i, consts), carry)
-            return jax.jit(run, donate_argnums=(0,) if donate else ())
+            return jax.jit(run, static_argnums=(1,), donate_argnums=(0,) if donate else ())
 
-        return (lambda fn: jax.value_and_grad(fn, has_aux=True)), compile_loop
+        return (lambda fn: jax.value_and_grad(fn, has_aux=True)), compile_loop, jax.jit
     if keras.backend.backend() != "tensorflow":
         raise NotVectorizable(f"backend {keras.backend.backend()} is not supported (tensorflow or jax)")
     import tensorflow as tf
@@ -86,9 +89,9 @@ def _backend() -> tuple[Callable, Callable]:
             _, carry = tf.while_loop(lambda i, c: i < count, lambda i, c: (i + 1, body(c, i, consts)),
                                      (tf.constant(0), carry), parallel_iterations=1)
             return carry
-        return run
+        return lambda carry, count, consts: run(carry, tf.constant(count, tf.int32), consts)
 
-    return value_and_grad, compile_loop
+    return value_and_grad, compile_loop, tf.function
 
 
 class Trainer:
@@ -97,9 +100,10 @@ class Trainer:
     def __init__(self, stacked: StackedModel, spec: RunSpec, train_images: int):
         self.stacked, self.spec, self.k = stacked, spec, stacked.seeds
         self.train_images = train_images
-        self.value_and_grad, compile_loop = _backend()
+        self.value_and_grad, compile_loop, compile_function = _backend()
         self._compile = compile_loop
         self._loops: dict[tuple, Callable] = {}
+        self._finite = compile_function(self._finite_by_member)
 
     def _loop(self, kind: str, batch: int) -> Callable:
         """The compiled loop of `kind` ('train' or 'eval') at a static batch size, built once."""
@@ -198,7 +202,7 @@ class Trainer:
         for size, count, offset in ((batch, full, 0), (rest, 1, full * batch)):
             if size and count:
                 consts = (x, y, order, shifts, ops.convert_to_tensor(np.int32(offset)), learning_rates, active)
-                carry = self._loop("train", size)(carry, ops.convert_to_tensor(np.int32(count)), consts)
+                carry = self._loop("train", size)(carry, int(count), consts)
         return carry
 
     def evaluate(self, params, stats, x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -206,28 +210,40 @@ class Trainer:
         from keras import ops
 
         images = x.shape[0]
-        # Every member sees each image: the batch shrinks with K so memory stays that of one run's.
-        batch = max(1, min(images, EVAL_BATCH_SIZE // self.k))
+        batch = eval_batch(images, self.k)
         full, rest = divmod(images, batch)
         carry = (ops.zeros((self.k,), "float32"), ops.zeros((self.k,), "float32"))
         for size, count, offset in ((batch, full, 0), (rest, 1, full * batch)):
             if size and count:
                 consts = (params, stats, x, y, ops.convert_to_tensor(np.int32(offset)))
-                carry = self._loop("eval", size)(carry, ops.convert_to_tensor(np.int32(count)), consts)
+                carry = self._loop("eval", size)(carry, int(count), consts)
         loss_sum, correct = (ops.convert_to_numpy(value) for value in carry)
         return loss_sum / images, correct / images
 
+    def _finite_by_member(self, params: list):
+        from keras import ops
 
-def finite_members(stacked: StackedModel, params: list) -> np.ndarray:
-    """Per member: are all its weights finite? (Its activations are sanitised around convolutions,
-    so a diverged member can show a finite loss; its weights still say it failed.)"""
-    from keras import ops
+        finite = ops.ones((self.k,), "bool")
+        for value, slot in zip(params, self.stacked.param_slots):
+            by_seed = ops.reshape(ops.moveaxis(value, slot.axis, 0), (self.k, -1))
+            finite = ops.logical_and(finite, ops.all(ops.isfinite(by_seed), axis=1))
+        return finite
 
-    finite = np.ones(stacked.seeds, bool)
-    for value, slot in zip(params, stacked.param_slots):
-        by_seed = ops.reshape(ops.moveaxis(value, slot.axis, 0), (stacked.seeds, -1))
-        finite &= ops.convert_to_numpy(ops.all(ops.isfinite(by_seed), axis=1))
-    return finite
+    def finite_members(self, params: list) -> np.ndarray:
+        """Per member: are all its weights finite? (Its activations are sanitised around
+        convolutions, so a diverged member can show a finite loss; its weights still say it
+        failed.) One compiled call."""
+        from keras import ops
+
+        return ops.convert_to_numpy(self._finite(params)).astype(bool)
+
+
+def eval_batch(images: int, k: int) -> int:
+    """Evaluation batch: every member sees each image, so the batch shrinks with K and memory
+    stays that of one run's; a divisor of `images` where one is near, so one loop compiles."""
+    cap = max(1, min(images, EVAL_BATCH_SIZE // k))
+    divisor = next(b for b in range(cap, 0, -1) if images % b == 0)
+    return divisor if divisor * 2 > cap else cap
 
 
 def build_members(specs: list[RunSpec]) -> list:
@@ -282,9 +298,9 @@ def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) 
     to_device = ops.convert_to_tensor
     x_train, y_train = to_device(data.x_train), to_device(data.y_train.astype(np.int32))
     x_val, y_val = to_device(data.x_val), to_device(data.y_val.astype(np.int32))
-    params = [to_device(p) for p in stacked.params]
-    state = (params, [to_device(s) for s in stacked.stats], [ops.zeros_like(p) for p in params],
-             [ops.zeros_like(p) for p in params], to_device(np.int32(0)))
+    state = ([to_device(p) for p in stacked.params], [to_device(s) for s in stacked.stats],
+             [to_device(np.zeros_like(p)) for p in stacked.params],
+             [to_device(np.zeros_like(p)) for p in stacked.params], to_device(np.int32(0)))
     learning_rates = to_device(np.array([spec.learning_rate for spec in specs], np.float32))
     history = [{"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []} for _ in specs]
     seconds, errors, active = [[] for _ in specs], [None] * k, [True] * k
@@ -298,7 +314,7 @@ def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) 
         state = carry[:5]
         loss, accuracy = (ops.convert_to_numpy(value) / images for value in carry[5:])
         val_loss, val_accuracy = trainer.evaluate(state[0], state[1], x_val, y_val)
-        weights_finite = finite_members(stacked, state[0])
+        weights_finite = trainer.finite_members(state[0])
         elapsed = time.perf_counter() - epoch_start
         for index, spec in enumerate(specs):
             if not active[index]:
