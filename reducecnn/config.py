@@ -21,6 +21,28 @@ ADDED_LATER = {"lr_schedule": "constant", "augment_shift": 0}
 # Training images each protocol uses from the 60,000 (holdout keeps the last 10,000 to validate).
 TRAIN_IMAGES = {"holdout": 50_000, "study": 60_000}
 MAX_SEED = 2**32 - 1  # what keras.utils.set_random_seed accepts
+MAX_SEEDS = 100_000  # seeds per benchmark: `seeds: N` expands to a list
+# What a valid value looks like, in a config file and as a flag: appended to validation errors.
+EXAMPLES = {
+    "models": "models: approach1, or models: [baseline, approach1] (--models baseline,approach1)",
+    "seeds": "seeds: 5 for seeds 0..4, or seeds: [0, 3, 7] (--seeds 5, --seed-list 0,3,7)",
+    "dataset": "dataset: fashion_mnist (--dataset fashion_mnist)",
+    "protocol": "protocol: study (--protocol study)",
+    "epochs": "epochs: 10 (--epochs 10)",
+    "batch_size": "batch_size: 32 (--batch-size 32)",
+    "patience": "patience: 2 (--patience 2)",
+    "learning_rate": "learning_rate: 0.001 (--learning-rate 0.001)",
+    "train_limit": "train_limit: 5000 (--train-limit 5000)",
+    "lr_schedule": "lr_schedule: cosine (--lr-schedule cosine)",
+    "augment_shift": "augment_shift: 2 (--augment-shift 2)",
+    "name": "name: my-benchmark (--name my-benchmark)",
+    "cpus_per_run": "cpus_per_run: 1 (--cpus-per-run 1)",
+    "gpus_per_run": "gpus_per_run: 0.25 (--gpus-per-run 0.25)",
+    "cpu_devices": "cpu_devices: 2 (--cpu-devices 2)",
+    "runs_per_task": "runs_per_task: 64 (--runs-per-task 64)",
+    "max_retries": "max_retries: 2 (--max-retries 2)",
+    "report": "report: false (--no-report)",
+}
 
 
 class UserError(Exception):
@@ -110,6 +132,31 @@ class BenchmarkConfig(BaseModel):
     max_retries: int = Field(2, ge=0)
     report: bool = True
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_as_flags(cls, value: Any) -> Any:
+        # As --models: one name, or names separated by commas.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_as_flags(cls, value: Any) -> Any:
+        # A number is a count (as --seeds N: seeds 0..N-1); a string a list (as --seed-list 0,3,7).
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seeds or a list of seeds")
+        if isinstance(value, int):
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"a number of seeds must lie between 1 and {MAX_SEEDS:,}, got {value}")
+            return tuple(range(value))
+        if isinstance(value, str):
+            try:
+                return tuple(int(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError(f"not a number or a comma-separated list of seeds: {value!r}") from None
+        return value
+
     @field_validator("models")
     @classmethod
     def _models_known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -172,13 +219,20 @@ class BenchmarkConfig(BaseModel):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming the first invalid field and why."""
+    """One line naming the first invalid field, why, and what a valid value looks like."""
     first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
     where = ".".join(str(part) for part in first["loc"]) or "config"
-    message = first["msg"].removeprefix("Value error, ")
+    message = first["msg"].removeprefix("Value error, ").replace("Input should be ", "must be ")
+    if first["type"] in ("tuple_type", "list_type"):
+        message = "must be one value or a list of values"
     if first["type"] == "extra_forbidden":
-        message = "unknown field (check the spelling)"
-    return f"{where}: {message}"
+        known = ", ".join(BenchmarkConfig.model_fields)
+        return f"{where}: unknown field (check the spelling); fields: {known}"
+    if field == "models" and "unknown model" in message:
+        return f"{where}: {message}"  # already names what would work
+    example = EXAMPLES.get(field)
+    return f"{where}: {message}" + (f"; e.g. {example}" if example else "")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

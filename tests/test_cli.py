@@ -23,14 +23,14 @@ def _one_line_error(capsys) -> str:
 
 @pytest.mark.parametrize("argv, message", [
     (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline, small, small2000, small2k"),
-    (["--seeds", "0"], "--seeds must lie between 1 and 100,000, got 0"),
+    (["--seeds", "0"], "seeds: a number of seeds must lie between 1 and 100,000, got 0"),
     (["--seed-list=-1,2"], "seeds: must be between 0 and 4294967295 (2**32 - 1), got -1"),
-    (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
-    (["--batch-size", "0"], "batch_size: Input should be greater than or equal to 1"),
-    (["--gpus-per-run", "-1"], "gpus_per_run: Input should be greater than or equal to 0"),
+    (["--epochs", "0"], "epochs: must be greater than or equal to 1"),
+    (["--batch-size", "0"], "batch_size: must be greater than or equal to 1"),
+    (["--gpus-per-run", "-1"], "gpus_per_run: must be greater than or equal to 0"),
     (["--gpus-per-run", "1.5"], "gpus_per_run 1.5 must be a fraction <= 1 or a whole number"),
-    (["--protocol", "holdon"], "protocol: Input should be 'holdout' or 'study'"),
-    (["--dataset", "cifar"], "dataset: Input should be 'mnist' or 'fashion_mnist'"),
+    (["--protocol", "holdon"], "protocol: must be 'holdout' or 'study'"),
+    (["--dataset", "cifar"], "dataset: must be 'mnist' or 'fashion_mnist'"),
     (["--config", "/nonexistent/bench.yaml"], "config file /nonexistent/bench.yaml does not exist"),
     (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
 ])
@@ -57,9 +57,9 @@ def test_data_dir_without_mnist_is_one_line_and_writes_no_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "aproach1", "--seed", "0"], "unknown model 'aproach1'"),
-    (["--model", "baseline", "--seed", "-1"], "seed: Input should be greater than or equal to 0"),
-    (["--model", "baseline", "--seed", "0", "--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
-    (["--model", "baseline", "--seed", "0", "--protocol", "x"], "protocol: Input should be 'holdout' or 'study'"),
+    (["--model", "baseline", "--seed", "-1"], "seed: must be greater than or equal to 0"),
+    (["--model", "baseline", "--seed", "0", "--epochs", "0"], "epochs: must be greater than or equal to 1"),
+    (["--model", "baseline", "--seed", "0", "--protocol", "x"], "protocol: must be 'holdout' or 'study'"),
 ])
 def test_bad_train_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["train", *argv, "--out", str(tmp_path)]) == 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from reducecnn.config import BenchmarkConfig, RunSpec, UserError, read_config_file
+from reducecnn.config import BenchmarkConfig, RunSpec, UserError, make_benchmark_config, read_config_file
 
 
 def test_same_spec_same_run_id():
@@ -99,3 +99,33 @@ def test_seeds_stop_at_what_keras_accepts():
     with pytest.raises(ValidationError):
         RunSpec(model="approach1", seed=2**32)
     assert RunSpec(model="approach1", seed=2**32 - 1).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("text, seeds, models", [
+    ("seeds: 3", (0, 1, 2), ("baseline", "approach1", "approach2")),          # as --seeds 3
+    ("seeds: [0, 3, 7]", (0, 3, 7), ("baseline", "approach1", "approach2")),  # a list
+    ("seeds: '0,3,7'", (0, 3, 7), ("baseline", "approach1", "approach2")),    # as --seed-list 0,3,7
+    ("models: approach1", (0, 1, 2, 3, 4), ("approach1",)),                   # as --models approach1
+    ("models: baseline,approach1", (0, 1, 2, 3, 4), ("baseline", "approach1")),
+    ("models: [approach2, baseline]\nseeds: 2", (0, 1), ("approach2", "baseline")),
+])
+def test_a_config_file_means_what_the_flags_mean(tmp_path, text, seeds, models):
+    path = tmp_path / "bench.yaml"
+    path.write_text(text + "\n")
+    config = make_benchmark_config(read_config_file(path))
+    assert (config.seeds, config.models) == (seeds, models)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"seeds": 0}, "seeds: a number of seeds must lie between 1 and 100,000, got 0; e.g. seeds: 5"),
+    ({"seeds": True}, "seeds: must be a number of seeds or a list of seeds; e.g. seeds: 5"),
+    ({"models": 5}, "models: must be one value or a list of values; e.g. models: approach1"),
+    ({"epochs": "ten"}, "epochs: must be a valid integer, unable to parse string as an integer; e.g. epochs: 10"),
+    ({"sedes": 3}, "sedes: unknown field (check the spelling); fields: name, models, seeds,"),
+    ({"models": "nope"}, "models: unknown model 'nope'; known: approach1"),
+])
+def test_config_errors_are_ours_and_show_a_valid_example(values, message):
+    with pytest.raises(UserError) as caught:
+        make_benchmark_config(values)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
