@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from typing import Any, Sequence
 
+from reducecnn import logs
 from reducecnn.config import UserError, make_benchmark_config, make_run_spec, read_config_file
 
 
@@ -15,6 +17,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+VERBOSE_HELP = "show TensorFlow's and Ray's own log lines (hidden by default)"
+
+
+def require_tensorflow(command: str) -> None:
+    """Stop before any work when TensorFlow is missing (reducecnn installed without an extra)."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise UserError(f"`{command}` needs TensorFlow, which is not installed: pip install 'reducecnn[cpu]' "
+                        "on laptops and CPU nodes, or 'reducecnn[gpu]' on CUDA nodes (from a checkout: "
+                        "pip install -e '.[cpu]')")
 
 
 def _csv(text: str) -> list[str]:
@@ -51,15 +64,20 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `reducecnn` parser with its four subcommands."""
-    parser = _Parser(prog="reducecnn", description=__doc__)
+    parser = _Parser(prog="reducecnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="examples:\n  reducecnn models\n  reducecnn benchmark --seeds 3\n"
+                            "  reducecnn report results/mnist-holdout\n"
+                            "  reducecnn benchmark --help                 # every flag, the models")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("models", help="print the parameter table of every registered model (no training)")
+    models = commands.add_parser("models", help="print the parameter table of every registered model (no training)")
+    models.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     train = commands.add_parser("train", help="train one (model, seed) in this process and record it")
     train.add_argument("--model", required=True, help="a registered model name (see `reducecnn models`)")
     train.add_argument("--seed", type=int, required=True, help="random seed (>= 0)")
     train.add_argument("--threads", type=int, help="TensorFlow intra/inter-op threads (default: TF's choice)")
     add_spec_flags(train)
+    train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     bench = commands.add_parser("benchmark", help="train models x seeds as Ray tasks, then write the report")
     add_benchmark_flags(bench)
@@ -73,8 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
+def _models_epilog(program: str) -> str:
+    from reducecnn.config import STUDY_MODELS
+    from reducecnn.models import MODELS
+
+    ours = [name for name in MODELS if name not in STUDY_MODELS]
+    examples = [("", "the laptop default: 3 models x 5 seeds"),
+                (" --models approach1 --seeds 3 --epochs 2 --name try", "a quick look"),
+                (" --config bench.yaml --seeds 10", "a config file's fields; flags override"),
+                (" --address auto", "on a running Ray cluster")]
+    width = max(len(program + flags) for flags, _ in examples) + 2
+    lines = [f"  {(program + flags).ljust(width)}# {note}" for flags, note in examples]
+    return (f"models: {', '.join(STUDY_MODELS)} (the study's), {', '.join(ours)} (ours); "
+            "`reducecnn models` prints their sizes.\nexamples:\n" + "\n".join(lines))
+
+
+def add_benchmark_flags(parser: argparse.ArgumentParser, program: str = "reducecnn benchmark") -> None:
     """Flags of `reducecnn benchmark` and jobs/benchmark.py."""
+    parser.epilog = _models_epilog(program)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", help="YAML, JSON or TOML file with the same fields (flags override it)")
     parser.add_argument("--models", type=_csv, help="comma-separated model names (default baseline,approach1,approach2)")
     seeds = parser.add_mutually_exclusive_group()
@@ -91,6 +126,7 @@ def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, help="retries of a run whose worker died (default 2)")
     parser.add_argument("--no-report", dest="report", action="store_const", const=False,
                         help="do not write the summary report at the end")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
 
 _FLAG_FIELDS = ("models", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate", "train_limit",
@@ -111,6 +147,8 @@ def benchmark_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print every registered model's size and cost."""
+    require_tensorflow("reducecnn models")
+    logs.import_frameworks()
     from reducecnn.models import MODELS, describe
 
     print(f"{'model':<12}{'trainable':>11}{'non-train':>11}{'total':>10}{'layers':>8}{'MACs/image':>12}")
@@ -123,6 +161,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one spec in this process and write its record under OUT/NAME/."""
+    require_tensorflow("reducecnn train")
     from reducecnn import data, store
 
     fields = ("model", "seed", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate",
@@ -133,6 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = data.load(spec.dataset, args.data_dir)
     location = store.locate(args.out or "results", args.name or "train")
     store.prepare(location)
+    logs.import_frameworks()
     from reducecnn import train
 
     try:
@@ -149,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run {record.run_id} failed: {record.error}", file=sys.stderr)
         return 1
     print(f"{record.run_id}: test accuracy {record.test_accuracy:.4f}, test loss {record.test_loss:.4f}, "
-          f"{record.epochs_run} epochs, {record.train_seconds:.1f} s, {record.strategy} x{record.replicas} "
+          f"{logs.plural(record.epochs_run, 'epoch')}, {record.train_seconds:.1f} s, {record.strategy} x{record.replicas} "
           f"on {record.devices} -> {location.join('runs', record.run_id + '.parquet')}")
     return 0
 
@@ -159,6 +199,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from reducecnn import data, store
 
     config = make_benchmark_config(benchmark_values(args))
+    if not (config.address or os.environ.get("RAY_ADDRESS")):
+        require_tensorflow("benchmark")  # a local Ray's workers share this environment
     dataset = data.load(config.dataset, config.data_dir)
     location = store.locate(config.out, config.name)
     store.prepare(location)
@@ -167,18 +209,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from reducecnn import runner
 
     outcome = runner.run_benchmark(config, dataset, location)
-    print(f"{outcome.total} runs: {outcome.skipped} already recorded, {outcome.ok} trained ok, {outcome.failed} failed "
+    print(f"{logs.plural(outcome.total, 'run')}: {outcome.skipped} already recorded, {outcome.ok} trained ok, "
+          f"{outcome.failed} failed "
           f"in {outcome.wall_seconds:.0f} s; records in {location.join('runs')}", file=sys.stderr)
     if config.report and location.is_local:
         _report([location.path], margin=0.5)
     if outcome.failed:
-        print(f"error: {outcome.failed} of {outcome.total} runs failed (status='failed' rows say why)", file=sys.stderr)
+        print(f"error: {outcome.failed} of {logs.plural(outcome.total, 'run')} failed (status='failed' rows say why)",
+              file=sys.stderr)
         return 1
     return 0
 
 
-def _report(results_dirs: list[str], margin: float, into: str | None = None) -> str:
-    """Write the summary report of one or more local results folders; returns the summary.md path."""
+def _report(results_dirs: list[str], margin: float, into: str | None = None, show_markdown: bool = False) -> str:
+    """Write the summary report of one or more local results folders; print (the report, then)
+    its path and the verdicts; returns the summary.md path."""
     from pathlib import Path
 
     import pandas as pd
@@ -200,7 +245,11 @@ def _report(results_dirs: list[str], margin: float, into: str | None = None) -> 
     target = Path(into or results_dirs[0])
     summary = report.write_report(all_runs, pd.concat(epochs, ignore_index=True), target, margin=margin / 100,
                                   warnings=warnings)
-    print(f"report: {summary}", file=sys.stderr)
+    if show_markdown:
+        print(summary.read_text(encoding="utf-8"))
+    print(f"report: {summary}")
+    for line in report.verdict_lines(all_runs, margin / 100):
+        print(f"  {line}")
     return str(summary)
 
 
@@ -211,9 +260,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     for results_dir in args.results_dirs:
         if not os.path.isdir(results_dir):
             raise UserError(f"results folder {results_dir} does not exist")
+        if not os.path.isdir(os.path.join(results_dir, "runs")):
+            inside = sorted(entry.name for entry in os.scandir(results_dir)
+                            if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "runs")))
+            if inside:
+                example = os.path.join(results_dir, inside[0])
+                raise UserError(f"{results_dir} holds benchmarks, not runs: {', '.join(inside)}; report one with "
+                                f"`reducecnn report {example}`, or several with --into OUT")
     if len(args.results_dirs) > 1 and not args.into:
         raise UserError("several results folders need --into OUT for the combined report")
-    print(open(_report(args.results_dirs, args.margin, args.into)).read())
+    _report(args.results_dirs, args.margin, args.into, show_markdown=True)
     return 0
 
 
@@ -225,6 +281,7 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    logs.set_verbose(getattr(args, "verbose", False) or logs.verbose())
     command = COMMANDS[getattr(args, "command", None) or "benchmark"]
     try:
         return command(args)
@@ -241,5 +298,5 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     """jobs/benchmark.py: the benchmark subcommand as a standalone program."""
     parser = _Parser(prog="benchmark.py", description="Train the study's models x seeds as Ray tasks, "
                      "record one Parquet row per run, and write the summary report.")
-    add_benchmark_flags(parser)
+    add_benchmark_flags(parser, "python jobs/benchmark.py")
     return main(argv, parser)

@@ -28,6 +28,7 @@ from reducecnn.aggregate import (
     summarize,
     with_spec_settings,
 )
+from reducecnn.logs import plural
 
 # Fixed sizes so a reader (and a test) knows the pixels: 8 x 5 in at 100 dpi = 800 x 500 px;
 # learning curves are 12 in wide, two panels a row, 5 in per row of panels.
@@ -133,12 +134,25 @@ def comparison_table(comparison: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def verdict_lines(runs: pd.DataFrame, margin: float) -> list[str]:
+    """One line per model against its group's baseline, for the end of a benchmark's output."""
+    comparison = compare_to_baseline(runs, margin)
+    groups = comparison.groupby(COMPARISON_KEYS, dropna=False, sort=False).ngroups if len(comparison) else 0
+    lines = []
+    for row in comparison.itertuples(index=False):
+        difference = "-" if pd.isna(row.difference) else f"{row.difference * 100:+.2f} points"
+        where = f" ({describe_settings(row)})" if groups > 1 else ""
+        lines.append(f"{row.model} vs {row.reference}{where}: {difference}, 95% CI "
+                     f"{format_interval(row.ci_low, row.ci_high, signed=True)}: {row.verdict}")
+    return lines
+
+
 def render_markdown(summary: pd.DataFrame, comparison: pd.DataFrame, margin: float,
                     warnings: Sequence[str]) -> str:
     """The whole summary.md: tables per group, study sentences, baseline verdicts, warnings."""
     ok_runs, failed_runs = int(summary["ok_runs"].sum()), int(summary["failed_runs"].sum())
     parts = ["# Results",
-             f"{ok_runs + failed_runs} runs ({ok_runs} ok, {failed_runs} failed). Test accuracy in %: mean ± "
+             f"{plural(ok_runs + failed_runs, 'run')} ({ok_runs} ok, {failed_runs} failed). Test accuracy in %: mean ± "
              "sample std over seeds, 95% CI of the mean from the t distribution; '-' where a single run leaves "
              "it undefined. Failed runs are counted, never averaged. The study's figures are its one unseeded "
              "run per model on MNIST (`model.evaluate` on the test set)."]
@@ -166,12 +180,11 @@ def render_markdown(summary: pd.DataFrame, comparison: pd.DataFrame, margin: flo
 
 
 def series_label(row: pd.Series, settings_vary: bool) -> str:
-    """'mnist · holdout', plus the settings when a summary mixes several."""
-    label = f"{row['dataset']} · {row['protocol']}"
+    """'mnist · holdout', or every setting of the group when a summary mixes several (so two
+    recipes that differ only in, say, the learning rate never share a label)."""
     if settings_vary:
-        limit = "all images" if pd.isna(row["train_limit"]) else f"{int(row['train_limit']):,} images"
-        label += f" · ≤{row['max_epochs']} ep · batch {row['batch_size']} · {limit}"
-    return label
+        return describe_settings(row)
+    return f"{row['dataset']} · {row['protocol']}"
 
 
 def settings_vary(summary: pd.DataFrame) -> bool:
@@ -260,13 +273,20 @@ def validation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     return curves.rename(columns={"count": "runs"}).reset_index()
 
 
-def draw_model_curve(axes: Axes, curve: pd.DataFrame, model: str, color: str, run_count: int) -> None:
-    """One model's mean validation accuracy per epoch with a ± 1 std band."""
+def curve_label(model: str, runs_per_epoch: Sequence[int], last_epoch: int) -> str:
+    """'approach1 (n=5)', or 'approach1 (n=5, 2 by epoch 9)' when early stopping thinned the runs."""
+    first, last = int(runs_per_epoch[0]), int(runs_per_epoch[-1])
+    return f"{model} (n={first})" if first == last else f"{model} (n={first}, {last} by epoch {last_epoch})"
+
+
+def draw_model_curve(axes: Axes, curve: pd.DataFrame, model: str, color: str) -> None:
+    """One model's mean validation accuracy per epoch with a ± 1 std band; the legend says how
+    many runs each end of the curve averages."""
     curve = curve.sort_values("epoch")
     epoch = curve["epoch"].to_numpy()
     mean = curve["mean"].to_numpy(dtype=float) * 100
     spread = curve["std"].fillna(0).to_numpy(dtype=float) * 100
-    axes.plot(epoch, mean, marker="o", markersize=3, color=color, label=f"{model} (n={run_count})")
+    axes.plot(epoch, mean, marker="o", markersize=3, color=color, label=curve_label(model, curve["runs"].tolist(), int(epoch[-1])))
     axes.fill_between(epoch, mean - spread, mean + spread, color=color, alpha=0.2, linewidth=0)
 
 
@@ -286,8 +306,7 @@ def plot_learning_curves(summary: pd.DataFrame, runs: pd.DataFrame, epochs: pd.D
         panel = curves[np.logical_and.reduce([same_key(curves[key], first[key]) for key in COMPARISON_KEYS])]
         for model in sorted(panel["model"].unique(), key=model_sort_key):
             color = MODEL_COLORS[all_models.index(model) % len(MODEL_COLORS)]
-            run_count = int(group.loc[group["model"] == model, "ok_runs"].iloc[0])
-            draw_model_curve(axes, panel[panel["model"] == model], model, color, run_count)
+            draw_model_curve(axes, panel[panel["model"] == model], model, color)
         if panel.empty:
             draw_nothing_to_plot(axes, "no epoch records of successful runs")
         validation = "validation = test set" if first["protocol"] == "study" else "held-out validation set"

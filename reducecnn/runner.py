@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import ray
 from tqdm import tqdm
 
-from reducecnn import data
+from reducecnn import data, logs
 from reducecnn.config import BenchmarkConfig, RunSpec
 from reducecnn.train import RunResult, failed_record, with_fields
 from reducecnn.vectorized import groups
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from reducecnn import store
 
 DEFAULT_GPU_FRACTION = 0.125  # GPUs per task when the cluster has GPUs: up to eight tasks share one GPU
-# Seeds per vectorized task where tasks get a GPU: K=64 ran 5.9x eight packed separate runs on an
-# H100 (README, "Performance"); on CPUs one run per task stays the default (grouped convolutions
-# are slow on TensorFlow's CPU kernels).
+# Seeds per vectorized task where tasks get a GPU: approach1 at K=64 ran 7.1x eight packed separate
+# runs on an H100 (docs/performance.md); on CPUs one run per task stays the default (grouped
+# convolutions are slow on TensorFlow's CPU kernels).
 GPU_GROUP_SIZE = 64
 
 
@@ -45,17 +45,18 @@ def connect(address: str | None) -> str | None:
         return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        context = ray.init(address=address)
+        context = ray.init(address=address, **logs.ray_init_options())
     else:
         # A laptop run: the dashboard (and the Jobs API behind it) listens on localhost only.
-        context = ray.init(dashboard_host="127.0.0.1")
+        context = ray.init(dashboard_host="127.0.0.1", **logs.ray_init_options())
     return context.dashboard_url or None
 
 
 def _train_task(specs: list[RunSpec], arrays: tuple, dataset_name: str, threads: int,
-                cpu_devices: int) -> list[RunResult]:
+                cpu_devices: int, verbose: bool = False) -> list[RunResult]:
     """Ray task body: rebuild the splits from the shared arrays and train the runs, one or a vectorized group."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    logs.set_verbose(verbose)
+    logs.import_frameworks()  # before anything imports TensorFlow
     from reducecnn import train, vectorized
 
     dataset = data.Dataset(dataset_name, "ray object store", "", *arrays)
@@ -105,13 +106,24 @@ def _failure(spec: RunSpec, error: Exception) -> RunResult:
     return RunResult(failed_record(spec, f"{type(cause).__name__}: {message}"[:2000]))
 
 
+CHANCE = 0.2  # test accuracy at or below this on ten classes: the run learned next to nothing
+
+
+def _chance_hint(record) -> str:
+    """A smoke run's batch-norm model predicts one class until its moving statistics settle."""
+    if record.test_accuracy is None or record.test_accuracy > CHANCE:
+        return ""
+    return ("  (near chance: too few training steps; batch norm's moving statistics need a few hundred "
+            "steps to settle, so use more epochs or a larger --train-limit)")
+
+
 def _line(result: RunResult) -> str:
     """One line per finished run for the log."""
     record = result.record
     if record.status != "ok":
         return f"FAILED {record.model} seed {record.seed}: {record.error}"
     return (f"ok {record.model} seed {record.seed}: test accuracy {record.test_accuracy:.4f}, "
-            f"{record.epochs_run} epochs in {record.train_seconds:.0f} s")
+            f"{logs.plural(record.epochs_run, 'epoch')} in {record.train_seconds:.0f} s" + _chance_hint(record))
 
 
 def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location,
@@ -125,7 +137,8 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
     specs = config.specs() if specs is None else specs
     done = store.recorded_ok(location)
     todo = [spec for spec in specs if spec.run_id not in done]
-    print(f"{len(specs)} runs in {config.name}: {len(specs) - len(todo)} already recorded, {len(todo)} to train",
+    print(f"{logs.plural(len(specs), 'run')} in {config.name}: {len(specs) - len(todo)} already recorded, "
+          f"{len(todo)} to train",
           file=sys.stderr)
     ok = failed = 0
     if todo:
@@ -142,9 +155,10 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         # Seeds of one model and recipe go together, up to K per task, as one vectorized
         # computation (reducecnn/vectorized.py); K = 1 on CPUs unless --runs-per-task says otherwise.
         chunks = groups(todo, group_size(config, options["num_gpus"]))
-        print(f"{len(todo)} runs in {len(chunks)} tasks", file=sys.stderr)
+        print(f"{logs.plural(len(todo), 'run')} in {logs.plural(len(chunks), 'task')}", file=sys.stderr)
         pending = {
-            remote.options(**options).remote(chunk, arrays_ref, dataset.name, threads, config.cpu_devices): chunk
+            remote.options(**options).remote(chunk, arrays_ref, dataset.name, threads, config.cpu_devices,
+                                             logs.verbose()): chunk
             for chunk in chunks
         }
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -165,6 +179,6 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
                     # A run another writer already recorded ok counts as ok, whatever this copy gave.
                     ok, failed = ok + (record.status == "ok" or not written), failed + (record.status != "ok" and written)
                     bar.write(_line(result) + ("" if written else "; an ok record was already there: kept it, "
-                                               "this result not written"))
+                                               "this result not written"), file=sys.stderr)
                     bar.update()
     return Outcome(location, len(specs), len(specs) - len(todo), ok, failed, time.perf_counter() - start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,47 @@ def test_report_combines_several_results_folders(tmp_path, capsys):
         assert main(argv) == 0
     assert main(["report", str(tmp_path / "one"), str(tmp_path / "two"), "--into", str(tmp_path / "both")]) == 0
     assert "| baseline | 591,786 | 591,786 | 5 | 911,104 | 2 / 0 |" in (tmp_path / "both" / "summary.md").read_text()
+    capsys.readouterr()
+    # The parent folder holds benchmarks, not runs: the error names them and what to type.
+    assert main(["report", str(tmp_path)]) == 2
+    line = _one_line_error(capsys)
+    assert f"{tmp_path} holds benchmarks, not runs: one, two; report one with `reducecnn report " in line
+
+
+def test_models_prints_no_framework_log_lines():
+    completed = subprocess.run([sys.executable, "-m", "reducecnn", "models"], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0 and "approach1" in completed.stdout
+    assert completed.stderr == ""  # no absl / oneDNN start-up lines
+
+
+@pytest.mark.parametrize("argv", [
+    ["models"],
+    ["train", "--model", "approach1", "--seed", "0", "--epochs", "1", "--train-limit", "64"],
+    ["benchmark", "--models", "approach1", "--seeds", "1", "--epochs", "1", "--train-limit", "64"],
+])
+def test_without_tensorflow_a_command_says_which_extra_to_install_before_any_work(tmp_path, argv):
+    # reducecnn installed without [cpu]/[gpu]: TensorFlow cannot be imported.
+    program = "import sys; sys.modules['tensorflow'] = None; from reducecnn.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    completed = subprocess.run([sys.executable, "-c", program, *argv, *(["--out", str(tmp_path)] if argv[0] != "models"
+                                                                       else [])],
+                               capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    [line] = completed.stderr.splitlines()
+    assert "needs TensorFlow, which is not installed" in line and "reducecnn[cpu]" in line and "reducecnn[gpu]" in line
+    assert list(tmp_path.iterdir()) == []  # nothing written, no Ray session started here
+
+
+def test_a_run_near_chance_gets_a_hint_about_too_few_steps():
+    from reducecnn.config import RunSpec
+    from reducecnn.runner import _line
+    from reducecnn.train import RunResult, record_for
+
+    spec = RunSpec(model="approach1", seed=0, epochs=1, train_limit=5000)
+    near_chance = _line(RunResult(record_for(spec, test_accuracy=0.1135, epochs_run=1, train_seconds=3.0)))
+    assert near_chance.startswith("ok approach1 seed 0: test accuracy 0.1135, 1 epoch in 3 s  (near chance: too few")
+    assert "batch norm" in near_chance
+    trained = _line(RunResult(record_for(spec, test_accuracy=0.97, epochs_run=2, train_seconds=3.0)))
+    assert trained == "ok approach1 seed 0: test accuracy 0.9700, 2 epochs in 3 s"

@@ -45,6 +45,16 @@ def test_one_row_per_run_on_both_nodes(cluster, out, first_run):
     assert set(runs["ray_node_id"]) == {by_resource["node_a"], by_resource["node_b"]}
 
 
+def test_output_is_quiet_and_ends_with_the_report_and_verdicts(first_run):
+    output = first_run.stdout + first_run.stderr
+    for noise in ("absl", "oneDNN", "Token authentication", "repeated", "_train_task pid", "INFO", "WARNING"):
+        assert noise not in output, output[-3000:]
+    last = first_run.stdout.strip().splitlines()
+    assert last[-2].startswith("report: ") and last[-2].endswith("summary.md"), first_run.stdout
+    assert last[-1].strip().startswith("approach2 vs baseline: "), first_run.stdout
+    assert "ok baseline seed 0: test accuracy" in first_run.stderr  # per-run lines go with the progress
+
+
 def test_run_threads_equal_its_cpus(out, first_run):
     runs = pd.read_parquet(out / "two-node" / "runs")
     assert set(runs["threads"]) == {1}

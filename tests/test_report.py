@@ -116,3 +116,37 @@ def test_only_failed_runs_still_write_counts_and_plots(tmp_path):
     assert "| 0 / 2 |" in markdown
     assert png_size(tmp_path / "plots" / "accuracy_vs_params.png") == (800, 500)
     assert png_size(tmp_path / "plots" / "learning_curves.png") == (1200, 500)
+
+
+def test_a_learning_curve_legend_says_when_early_stopping_thinned_the_runs():
+    from reducecnn.report import curve_label
+
+    assert curve_label("approach1", [5, 5, 5], 3) == "approach1 (n=5)"
+    assert curve_label("approach1", [5, 5, 4, 2], 4) == "approach1 (n=5, 2 by epoch 4)"
+
+
+def test_recipes_that_differ_only_in_learning_rate_get_different_plot_labels():
+    from reducecnn.report import series_label
+
+    runs = pd.concat([make_runs([("small2k", 0, 0.99, "ok")]).assign(spec_json='{"learning_rate": 0.005}'),
+                      make_runs([("small2k", 1, 0.99, "ok")]).assign(spec_json='{"learning_rate": 0.01}')],
+                     ignore_index=True)
+    summary = summarize(runs)
+    labels = {series_label(row, settings_vary=True) for _, row in summary.iterrows()}
+    assert len(labels) == 2 and any("lr 0.01" in label for label in labels)
+
+
+def test_verdict_lines_name_each_model_against_the_baseline():
+    from reducecnn.report import verdict_lines
+
+    runs = make_runs([("baseline", 0, 0.986, "ok"), ("baseline", 1, 0.988, "ok"), ("baseline", 2, 0.987, "ok"),
+                      ("approach1", 0, 0.975, "ok"), ("approach1", 1, 0.977, "ok"), ("approach1", 2, 0.976, "ok")])
+    [line] = verdict_lines(runs, 0.005)
+    assert line.startswith("approach1 vs baseline: -1.10 points, 95% CI [") and line.endswith(": lower")
+
+
+def test_one_run_and_one_epoch_are_singular():
+    from reducecnn.logs import plural
+
+    assert (plural(1, "run"), plural(2, "run"), plural(1, "epoch"), plural(0, "epoch")) == \
+        ("1 run", "2 runs", "1 epoch", "0 epochs")

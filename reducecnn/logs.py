@@ -1,0 +1,53 @@
+"""Quiet by default: TensorFlow's C++ start-up lines and Ray's INFO/WARNING chatter are hidden
+unless the user asks for them (`--verbose`, or REDUCECNN_VERBOSE=1 in the environment)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+VERBOSE_ENV = "REDUCECNN_VERBOSE"
+
+
+def verbose() -> bool:
+    """Did the user ask for the frameworks' own log lines?"""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def set_verbose(on: bool) -> None:
+    """Remember the choice for this process and the local processes it starts (Ray workers)."""
+    os.environ[VERBOSE_ENV] = "1" if on else "0"
+
+
+def import_frameworks() -> None:
+    """Import Keras (and TensorFlow, its default backend) with their start-up lines hidden.
+
+    TensorFlow 2.21 writes `All log messages before absl::InitializeLog()` and its oneDNN notice
+    to file descriptor 2 while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so the descriptor
+    points at /dev/null for the import only; an import error is still raised (and printed) after.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if verbose() or "keras" in sys.modules:
+        import keras  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def ray_init_options() -> dict:
+    """ray.init keywords: Ray's own log level, and whether workers' output reaches the driver."""
+    loud = verbose()
+    return {"logging_level": logging.INFO if loud else logging.ERROR, "log_to_driver": loud}
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 run', '2 runs', '1 epoch', '0 epochs'."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
