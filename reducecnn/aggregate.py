@@ -144,12 +144,17 @@ def duplicate_run_ids(runs: pd.DataFrame) -> list[str]:
 
 
 def with_spec_settings(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs with learning_rate, lr_schedule and augment_shift columns read from spec_json
-    (defaults where a spec predates a field), so runs trained differently are not pooled."""
+    """The runs with learning_rate, lr_schedule and augment_shift columns: the runs table's own
+    (the store fills them for every record), else read from spec_json (defaults where a spec
+    predates a field), so runs trained differently are not pooled."""
     texts = runs["spec_json"] if "spec_json" in runs else pd.Series([None] * len(runs), index=runs.index)
     specs = [json.loads(text) if isinstance(text, str) and text else {} for text in texts]
-    return runs.assign(**{name: pd.Series([spec.get(name, default) for spec in specs], index=runs.index, dtype=object)
-                          for name, default in SPEC_DEFAULTS.items()})
+    columns = {}
+    for name, default in SPEC_DEFAULTS.items():
+        given = runs[name] if name in runs else pd.Series([None] * len(runs), index=runs.index)
+        columns[name] = pd.Series([value if pd.notna(value) else spec.get(name, default)
+                                   for value, spec in zip(given, specs)], index=runs.index, dtype=object)
+    return runs.assign(**columns)
 
 
 def distinct_runs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from reducecnn.config import UserError
+from reducecnn.config import RunSpec, UserError
 from reducecnn.train import RunRecord
 
 SCHEMA_VERSION = 1
@@ -27,6 +28,7 @@ RUNS_SCHEMA = pa.schema([
     ("params_total", pa.int64()), ("params_trainable", pa.int64()), ("params_non_trainable", pa.int64()),
     ("layers", pa.int32()), ("macs_per_image", pa.int64()),
     ("max_epochs", pa.int32()), ("batch_size", pa.int32()), ("patience", pa.int32()), ("train_limit", pa.int64()),
+    ("learning_rate", pa.float64()), ("lr_schedule", pa.string()), ("augment_shift", pa.int32()),
     ("epochs_run", pa.int32()), ("stopped_early", pa.bool_()),
     ("train_loss", pa.float64()), ("train_accuracy", pa.float64()),
     ("val_loss", pa.float64()), ("val_accuracy", pa.float64()),
@@ -194,10 +196,21 @@ def _read_checked(path: str, location: Location, columns: list[str] | None = Non
         raise ValueError(f"not valid Parquet ({str(error).splitlines()[0]})") from None
 
 
+# Recipe fields that became columns after files were first written: read from spec_json there.
+RECIPE_COLUMNS = ("learning_rate", "lr_schedule", "augment_shift")
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast to the current schema; a column added since the file was written reads as null."""
+    """Cast to the current schema; a column added since the file was written reads as null,
+    except the recipe columns, which every record's spec_json holds (defaults where a spec
+    predates the field)."""
     for missing in (f for f in schema if f.name not in table.column_names):
-        table = table.append_column(missing, pa.nulls(len(table), missing.type))
+        values = pa.nulls(len(table), missing.type)
+        if missing.name in RECIPE_COLUMNS and "spec_json" in table.column_names:
+            default = RunSpec.model_fields[missing.name].default
+            specs = [json.loads(text) if text else {} for text in table.column("spec_json").to_pylist()]
+            values = pa.array([spec.get(missing.name, default) for spec in specs], missing.type)
+        table = table.append_column(missing, values)
     return table.select(schema.names).cast(schema)
 
 

@@ -33,7 +33,7 @@ class RunFailed(Exception):
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One row of the runs table (see README, 'The runs table')."""
+    """One row of the runs table (docs/reference.md, 'The runs table')."""
 
     run_id: str
     model: str
@@ -45,6 +45,9 @@ class RunRecord:
     patience: int
     train_limit: int | None
     spec_json: str
+    learning_rate: float | None = None
+    lr_schedule: str | None = None
+    augment_shift: int | None = None
     status: str = "ok"
     error: str | None = None
     benchmark: str = ""
@@ -94,6 +97,7 @@ def record_for(spec: RunSpec, **fields) -> RunRecord:
         run_id=spec.run_id, model=spec.model, seed=spec.seed, dataset=spec.dataset,
         protocol=spec.protocol, max_epochs=spec.epochs, batch_size=spec.batch_size,
         patience=spec.patience, train_limit=spec.train_limit, spec_json=spec.model_dump_json(),
+        learning_rate=spec.learning_rate, lr_schedule=spec.lr_schedule, augment_shift=spec.augment_shift,
         host=socket.gethostname(), **fields,
     )
 

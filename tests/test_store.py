@@ -154,3 +154,22 @@ def test_a_failure_replaces_an_earlier_failure(location, tmp_path):
     store.write_run(failed_record(spec, "first"), [], location)
     assert store.write_run(failed_record(spec, "second"), [], location)
     assert _record_on_disk(tmp_path, spec.run_id)["error"] == "second"
+
+
+def test_the_recipe_is_a_column_of_its_own_also_for_files_written_before(tmp_path):
+    location = store.locate(str(tmp_path), "bench")
+    store.prepare(location)
+    spec = RunSpec(model="approach1", seed=0, learning_rate=0.01, lr_schedule="cosine", augment_shift=2)
+    store.write_run(record_for(spec, test_accuracy=0.9), [], location)
+    # A file from before the columns existed: the same record without them.
+    old = RunSpec(model="approach1", seed=1, learning_rate=0.005)
+    store.write_run(record_for(old, test_accuracy=0.9), [], location)
+    path = tmp_path / "bench" / "runs" / f"{old.run_id}.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(["learning_rate", "lr_schedule", "augment_shift"]).replace_schema_metadata(
+        table.schema.metadata), path)
+    runs, warnings = store.read_table(location)
+    assert warnings == []
+    by_seed = runs.set_index("seed")[["learning_rate", "lr_schedule", "augment_shift"]]
+    assert by_seed.loc[0].tolist() == [0.01, "cosine", 2]
+    assert by_seed.loc[1].tolist() == [0.005, "constant", 0]
