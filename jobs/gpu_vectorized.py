@@ -17,7 +17,7 @@ around convolutions (stacked.finite) switched off, to show what the guard costs.
 Every row is printed and written to --json as it comes; a row that fails prints its error
 and the script goes on (exit 1 at the end).
 
-On the lent GPU machine (JAX, no TensorFlow or Ray; see README "Performance" for the wheels):
+On the lent GPU machine (JAX, no TensorFlow or Ray; docs/performance.md lists the wheels to carry):
     KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python jobs/gpu_vectorized.py \\
         --data-dir data/ --json docs/perf/gpu-vectorized-h100.json
 Tiny, on a CPU:

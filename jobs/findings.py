@@ -1,0 +1,84 @@
+"""The README's findings table, generated from a committed results folder so it cannot drift.
+
+    python jobs/findings.py            # rewrite the block between the README's findings markers
+    python jobs/findings.py --check    # exit 1 if the README's block is not what the results give
+
+The block sits between `<!-- findings: begin ... -->` and `<!-- findings: end -->`; the
+results folder is the laptop default's (`make benchmark`), committed under docs/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_checkout = Path(__file__).resolve().parents[1]
+if str(_checkout) not in sys.path:
+    sys.path.insert(0, str(_checkout))
+
+from reducecnn import aggregate, store  # noqa: E402
+from reducecnn.report import format_interval, format_mean_std, format_percent  # noqa: E402
+
+RESULTS = "docs/results/mnist-holdout-v040"
+BEGIN, END = "<!-- findings: begin", "<!-- findings: end -->"
+
+
+def table(results: Path) -> str:
+    """Markdown: one row per model of the folder's (single) group, with its verdict against the baseline."""
+    runs, warnings = store.read_table(store.locate(str(results.parent), results.name), "runs")
+    if runs.empty or warnings:
+        raise SystemExit(f"findings: {results} has no readable runs ({'; '.join(warnings) or 'empty'})")
+    summary = aggregate.summarize(runs)
+    comparison = aggregate.compare_to_baseline(runs).set_index("model")
+    lines = ["| model | trainable params | the study's single run % | ours, test acc. % (mean ± std) | seeds "
+             "| 95% CI % | vs baseline, points [95% CI] | verdict |",
+             "|---|--:|--:|--:|:-:|:-:|--:|---|"]
+    for row in summary.itertuples(index=False):
+        if row.model in comparison.index:
+            pair = comparison.loc[row.model]
+            versus = f"{pair.difference * 100:+.2f} {format_interval(pair.ci_low, pair.ci_high, signed=True)}"
+            verdict = pair.verdict
+        else:
+            versus, verdict = "-", "(the reference)"
+        lines.append(f"| {row.model} | {int(row.params_trainable):,} | {format_percent(row.study_test_accuracy)} "
+                     f"| {format_mean_std(row.test_accuracy_mean, row.test_accuracy_std)} | {row.ok_runs} "
+                     f"| {format_interval(row.test_accuracy_ci_low, row.test_accuracy_ci_high)} | {versus} | {verdict} |")
+    first = summary.iloc[0]
+    lines.append("")
+    lines.append(f"{aggregate.describe_settings(first)}; {int(summary['ok_runs'].sum())} runs of reducecnn "
+                 f"{runs['reducecnn_version'].iloc[0]} ([{results.as_posix()}]({results.as_posix()}/summary.md)). "
+                 "Reproduce: `make benchmark`.")
+    return "\n".join(lines)
+
+
+def replace_block(readme: str, block: str, source: str) -> str:
+    """The README text with the findings block replaced; SystemExit if the markers are missing."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"findings: {source} has no `{BEGIN} ... -->` / `{END}` markers")
+    head = readme[:readme.index("\n", start) + 1]
+    return head + block + "\n" + readme[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=RESULTS, help=f"results folder (default {RESULTS})")
+    parser.add_argument("--readme", default="README.md", help="the file holding the markers (default README.md)")
+    parser.add_argument("--check", action="store_true", help="only check that the block is up to date")
+    args = parser.parse_args(argv)
+    readme_path = Path(args.readme)
+    readme = readme_path.read_text(encoding="utf-8")
+    updated = replace_block(readme, table(Path(args.results)), args.readme)
+    if args.check:
+        if updated != readme:
+            print(f"findings: the table in {args.readme} is stale; run `python jobs/findings.py`", file=sys.stderr)
+            return 1
+        return 0
+    readme_path.write_text(updated, encoding="utf-8")
+    print(f"findings: {args.readme} updated from {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The README as a front door: its findings table is generated from committed results, its
+example configs are valid, and it stays short."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reducecnn.config import make_benchmark_config
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+FINDINGS = REPO / "jobs" / "findings.py"
+
+
+def test_the_findings_table_is_what_the_committed_results_give():
+    completed = subprocess.run([sys.executable, str(FINDINGS), "--check"], cwd=REPO, capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_a_stale_findings_table_is_caught(tmp_path):
+    readme = README.read_text(encoding="utf-8").replace("| approach1 | 3,418 |", "| approach1 | 3,419 |")
+    stale = tmp_path / "README.md"
+    stale.write_text(readme, encoding="utf-8")
+    completed = subprocess.run([sys.executable, str(FINDINGS), "--check", "--readme", str(stale)], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1 and "is stale" in completed.stderr
+
+
+def yaml_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
+def test_the_readme_shows_a_config_file():
+    assert yaml_blocks(), "the README should show at least one config file"
+
+
+@pytest.mark.parametrize("block", yaml_blocks())
+def test_every_example_config_in_the_readme_is_valid(block):
+    config = make_benchmark_config(yaml.safe_load(block))
+    assert config.specs()
+
+
+def test_the_readme_is_a_front_door_under_200_lines():
+    assert len(README.read_text(encoding="utf-8").splitlines()) < 200
