@@ -1,4 +1,5 @@
-"""Runs table -> per-model summary, the study's numbers beside ours, and the "same accuracy?" verdict."""
+"""Runs table -> per-model summary, the study's numbers beside ours, the "same accuracy?" verdict, and recipe grids
+(test accuracy per recipe and model; each model's recipe chosen by validation accuracy)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,23 @@ COMPARISON_KEYS = ["dataset", "protocol", *SETTINGS_KEYS]
 SUMMARY_KEYS = ["dataset", "protocol", "model", *SETTINGS_KEYS]
 REQUIRED_COLUMNS = [*(key for key in SUMMARY_KEYS if key not in SPEC_DEFAULTS), "status", "test_accuracy"]
 MODEL_PROPERTIES = ["params_trainable", "params_total", "params_non_trainable", "layers", "macs_per_image"]
+# val_accuracy is the final epoch's: under holdout the last 10,000 training images, under study the test set.
 MEAN_COLUMNS = {"epochs_run": "epochs_run_mean", "train_seconds": "train_seconds_mean",
-                "images_per_second": "images_per_second_mean"}
+                "images_per_second": "images_per_second_mean", "val_accuracy": "val_accuracy_mean"}
 CONFIDENCE = 0.95
 MIN_RUNS_FOR_VERDICT = 2
 MAX_SEEDS_ESTIMATE = 10_000
 EQUIVALENT = "same accuracy (equivalent within the margin)"
+# A recipe is chosen by validation accuracy only where the validation set is apart from the test set.
+CHOOSING_PROTOCOLS = ("holdout",)
+NO_CHOICE_REASONS = {"study": "under the study protocol the validation set is the test set, so no recipe can be "
+                              "chosen without touching the test set"}
+# Words for one setting; train_limit's missing value means the full training split.
+SETTING_PHRASES = {"max_epochs": "≤{} epochs", "batch_size": "batch {}", "train_limit": "first {:,} training images",
+                   "patience": "patience {}", "learning_rate": "lr {:g}", "lr_schedule": "{} schedule",
+                   "augment_shift": "{}-px shifts"}
+RECIPE_KEYS = ["dataset", "protocol", "recipe"]
+RECIPE_STATISTICS = ["ok_runs", "test_accuracy_mean", "test_accuracy_std", "val_accuracy_mean"]
 
 SUMMARY_COLUMNS = [
     *SUMMARY_KEYS, "benchmarks", "ok_runs", "failed_runs", *MODEL_PROPERTIES,
@@ -46,6 +58,11 @@ SUMMARY_COLUMNS = [
     "test_accuracy_ci_low", "test_accuracy_ci_high", *MEAN_COLUMNS.values(),
     "study_params_trainable", "study_test_accuracy", "study_within_2std",
 ]
+BEST_RECIPE_COLUMNS = [
+    "dataset", "protocol", "model", "recipes", "recipe", *SETTINGS_KEYS, "val_accuracy_mean", "ok_runs",
+    "test_accuracy_mean", "test_accuracy_std", "runner_up", "val_accuracy_lead", "reason",
+]
+BEST_RECIPE_FLOATS = ["val_accuracy_mean", "test_accuracy_mean", "test_accuracy_std", "val_accuracy_lead"]
 COMPARISON_COLUMNS = [
     *COMPARISON_KEYS, "model", "reference", "n_model", "n_reference", "mean_model", "mean_reference",
     "std_model", "std_reference", "difference", "ci_low", "ci_high", "welch_df", "margin",
@@ -320,3 +337,95 @@ def compare_to_baseline(runs: pd.DataFrame, margin: float = 0.005) -> pd.DataFra
             rows.append(compare_pair(model_row, references.iloc[0], margin))
     comparison = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     return as_nullable_ints(comparison, [*INTEGER_SETTINGS, "n_model", "n_reference", "seeds_needed_per_model"])
+
+
+def describe_setting(name: str, value: object) -> str:
+    """One setting in words: 'lr 0.005', '2-px shifts', 'full training set'."""
+    if pd.isna(value):
+        return "full training set" if name == "train_limit" else f"{name.replace('_', ' ')} unrecorded"
+    return SETTING_PHRASES[name].format(int(value) if name in INTEGER_SETTINGS else value)
+
+
+def describe_recipe(row: object, names: Iterable[str]) -> str:
+    """'lr 0.005, 2-px shifts': the named settings of a summary row, in SETTINGS_KEYS order."""
+    return ", ".join(describe_setting(name, getattr(row, name)) for name in names)
+
+
+def varying_settings(rows: pd.DataFrame) -> list[str]:
+    """The SETTINGS_KEYS that take more than one value (a missing one counts as a value) among these rows."""
+    return [name for name in SETTINGS_KEYS if rows[name].nunique(dropna=False) > 1]
+
+
+def with_recipe_labels(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows of each (dataset, protocol) trained with more than one recipe, with a `recipe`
+    column naming only the settings that differ there ('lr 0.005, 2-px shifts')."""
+    labelled = []
+    for _, rows in summary.groupby(["dataset", "protocol"], dropna=False, sort=False):
+        varying = varying_settings(rows)
+        if varying:
+            labels = [describe_recipe(row, varying) for row in rows.itertuples(index=False)]
+            labelled.append(rows.assign(recipe=labels))
+    return pd.concat(labelled, ignore_index=True) if labelled else summary.iloc[0:0].assign(recipe=[])
+
+
+def recipe_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy per recipe (rows) and model (columns) of each (dataset, protocol) trained with several recipes.
+
+    Index: dataset, protocol, recipe (the settings that vary within its (dataset, protocol)), in the
+    summary's settings order. Columns: (statistic, model) for the statistics ok_runs, test_accuracy_mean,
+    test_accuracy_std and val_accuracy_mean, models in study order; so `table["test_accuracy_mean"]` is
+    the recipes x models table of means. NA where a model was not trained with a recipe. Empty when
+    every (dataset, protocol) has a single recipe.
+    """
+    labelled = with_recipe_labels(summarize(runs))
+    models = sorted(labelled["model"].unique(), key=model_sort_key)
+    columns = pd.MultiIndex.from_product([RECIPE_STATISTICS, models], names=[None, "model"])
+    recipes = pd.MultiIndex.from_frame(labelled[RECIPE_KEYS].drop_duplicates())
+    if labelled.empty:
+        return pd.DataFrame(index=recipes, columns=columns)
+    table = labelled.set_index([*RECIPE_KEYS, "model"])[RECIPE_STATISTICS].unstack("model")
+    return table.reindex(index=recipes, columns=columns)
+
+
+def choose_recipe(candidates: pd.DataFrame) -> dict[str, object]:
+    """One model's recipes in one (dataset, protocol) -> the one with the highest mean validation accuracy.
+
+    Test accuracy is copied for the report, never compared. A tie goes to the first recipe in settings order.
+    """
+    first = candidates.iloc[0]
+    row: dict[str, object] = {name: math.nan if name in BEST_RECIPE_FLOATS else pd.NA for name in BEST_RECIPE_COLUMNS}
+    row.update(dataset=first["dataset"], protocol=first["protocol"], model=first["model"], recipes=len(candidates))
+    if first["protocol"] not in CHOOSING_PROTOCOLS:
+        row["reason"] = NO_CHOICE_REASONS.get(
+            first["protocol"], f"the {first['protocol']} protocol has no validation set apart from the test set")
+        return row
+    known = candidates[candidates["val_accuracy_mean"].notna()]
+    if known.empty:
+        row["reason"] = "no recipe has an ok run with a validation accuracy"
+        return row
+    ranked = known.sort_values("val_accuracy_mean", ascending=False, kind="stable")
+    best = ranked.iloc[0]
+    row.update({name: best[name] for name in ["recipe", *SETTINGS_KEYS, "val_accuracy_mean", "ok_runs",
+                                              "test_accuracy_mean", "test_accuracy_std"]})
+    if len(ranked) > 1:
+        row.update(runner_up=ranked.iloc[1]["recipe"],
+                   val_accuracy_lead=best["val_accuracy_mean"] - ranked.iloc[1]["val_accuracy_mean"])
+    return row
+
+
+def best_recipes(runs: pd.DataFrame) -> pd.DataFrame:
+    """For each model trained with several recipes in a (dataset, protocol): the recipe with the highest
+    mean validation accuracy over its ok runs, chosen without looking at the test set.
+
+    Only holdout chooses (its validation set is the last 10,000 training images); under study the row
+    has no recipe and `reason` says why. The chosen recipe's test accuracy (mean, std, ok_runs) is
+    reported beside it; `runner_up` and `val_accuracy_lead` (a fraction) say how close the next recipe came.
+    """
+    labelled = with_recipe_labels(summarize(runs))
+    by_model = labelled.groupby(["dataset", "protocol", "model"], sort=False)
+    rows = [choose_recipe(candidates) for _, candidates in by_model if len(candidates) > 1]
+    best = pd.DataFrame(rows, columns=BEST_RECIPE_COLUMNS)
+    best = as_nullable_ints(best, [*INTEGER_SETTINGS, "recipes", "ok_runs"])
+    order = best["model"].map(model_sort_key)
+    best = best.assign(_order=order).sort_values(["dataset", "protocol", "_order"], kind="stable")
+    return best.drop(columns="_order").reset_index(drop=True)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 import pytest
 from scipy import stats
 
-from reducecnn.aggregate import EQUIVALENT, compare_to_baseline, describe_settings, study_sentences, summarize
+from reducecnn.aggregate import (
+    EQUIVALENT,
+    best_recipes,
+    compare_to_baseline,
+    describe_settings,
+    recipe_table,
+    study_sentences,
+    summarize,
+)
 from runsfactory import make_runs
 
 def seeds(model: str, accuracies: list[float], status: str = "ok") -> list[tuple]:
@@ -178,3 +187,84 @@ def test_missing_column_is_named():
 def test_models_are_listed_in_the_study_order_then_by_name():
     runs = make_runs(seeds("zeta", [0.9]) + seeds("approach2", [0.97]) + seeds("alpha", [0.9]) + BASELINE)
     assert summarize(runs)["model"].tolist() == ["baseline", "approach2", "alpha", "zeta"]
+
+
+# A 2 x 2 recipe grid: (learning_rate, augment_shift) -> model -> (mean validation, mean test accuracy).
+# Validation and test disagree on purpose: baseline tests best with lr 0.005 and no shifts (99.1) but
+# validates best with lr 0.005 and 2-px shifts (98.7); approach1 tests best with lr 0.01 and 2-px
+# shifts (97.8) but validates best with lr 0.01 and no shifts (97.6).
+GRID = {
+    (0.005, 0): {"baseline": (0.981, 0.991), "approach1": (0.970, 0.975)},
+    (0.005, 2): {"baseline": (0.987, 0.985), "approach1": (0.972, 0.971)},
+    (0.01, 0): {"baseline": (0.984, 0.987), "approach1": (0.976, 0.973)},
+    (0.01, 2): {"baseline": (0.979, 0.981), "approach1": (0.974, 0.978)},
+}
+
+
+def grid_runs(protocol: str = "holdout") -> pd.DataFrame:
+    """GRID as runs: seeds 0 and 1 of each model at its means -/+ 0.001, the recipe in spec_json."""
+    parts = []
+    for (learning_rate, shift), models in GRID.items():
+        rows = [(model, seed, test + offset, "ok") for model, (_, test) in models.items()
+                for seed, offset in enumerate((-0.001, 0.001))]
+        runs = make_runs(rows, protocol=protocol)
+        gap = runs["model"].map({model: val - test for model, (val, test) in models.items()})
+        parts.append(runs.assign(val_accuracy=runs["test_accuracy"] + gap,
+                                 spec_json=json.dumps({"learning_rate": learning_rate, "augment_shift": shift}),
+                                 run_id=runs["run_id"] + f"-lr{learning_rate}-shift{shift}"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_summary_averages_validation_accuracy_of_ok_runs_only():
+    baseline = row_of(summarize(make_runs(BASELINE + [("baseline", 7, 0.10, "failed")])), "baseline")
+    assert baseline["val_accuracy_mean"] == pytest.approx(0.986)
+
+
+def test_recipe_table_has_a_row_per_recipe_and_a_column_per_model():
+    table = recipe_table(grid_runs())
+    means = table["test_accuracy_mean"]
+    assert means.index.get_level_values("recipe").tolist() == [
+        "lr 0.005, 0-px shifts", "lr 0.005, 2-px shifts", "lr 0.01, 0-px shifts", "lr 0.01, 2-px shifts"]
+    assert means.columns.tolist() == ["baseline", "approach1"]
+    expected = [test for models in GRID.values() for _, test in models.values()]
+    assert means.to_numpy().ravel() == pytest.approx(expected)
+    assert (table["ok_runs"] == 2).all().all()
+
+
+def test_recipe_table_names_only_the_settings_that_vary():
+    runs = grid_runs()
+    one_rate = runs[runs["spec_json"].str.contains('"learning_rate": 0.01,')]
+    assert recipe_table(one_rate).index.get_level_values("recipe").tolist() == ["0-px shifts", "2-px shifts"]
+
+
+def test_a_single_recipe_gives_no_recipe_table_and_no_choice():
+    runs = make_runs(BASELINE + seeds("approach1", [0.97, 0.98]))
+    assert recipe_table(runs).empty and best_recipes(runs).empty
+
+
+def test_best_recipe_is_chosen_by_validation_accuracy_not_test_accuracy():
+    best = best_recipes(grid_runs()).set_index("model")
+    assert best.loc["baseline", "recipe"] == "lr 0.005, 2-px shifts"   # lr 0.005 without shifts tests higher
+    assert best.loc["approach1", "recipe"] == "lr 0.01, 0-px shifts"   # lr 0.01 with 2-px shifts tests higher
+    chosen = best.loc["baseline", ["val_accuracy_mean", "test_accuracy_mean", "ok_runs"]].tolist()
+    assert chosen == pytest.approx([0.987, 0.985, 2])
+
+
+def test_best_recipe_names_the_runner_up_and_its_distance():
+    baseline = best_recipes(grid_runs()).set_index("model").loc["baseline"]
+    assert (baseline["recipes"], baseline["runner_up"]) == (4, "lr 0.01, 0-px shifts")
+    assert baseline["val_accuracy_lead"] == pytest.approx(0.003)
+
+
+def test_study_protocol_chooses_no_recipe():
+    best = best_recipes(grid_runs("study"))
+    assert best["model"].tolist() == ["baseline", "approach1"]
+    assert best["recipe"].isna().all()
+    assert best["reason"].str.contains("the validation set is the test set").all()
+
+
+def test_a_model_trained_with_one_recipe_needs_no_choice():
+    extra = make_runs(seeds("zeta", [0.95, 0.96])).assign(spec_json='{"learning_rate": 0.01, "augment_shift": 2}')
+    runs = pd.concat([grid_runs(), extra], ignore_index=True)
+    assert best_recipes(runs)["model"].tolist() == ["baseline", "approach1"]
+    assert recipe_table(runs)["ok_runs"]["zeta"].fillna(0).tolist() == [0, 0, 0, 2]   # NA: not trained

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import struct
 
@@ -35,6 +36,27 @@ def two_protocols() -> pd.DataFrame:
     return pd.concat([holdout, study], ignore_index=True)
 
 
+def grid(protocol: str) -> pd.DataFrame:
+    """lr 0.005 / 0.01 x 0 / 2-px shifts x baseline / approach1 x seeds 0, 1 (mean -/+ 0.001). Validation
+    disagrees with test: baseline validates best with lr 0.005 and 2-px shifts, tests best without shifts."""
+    means = {  # recipe -> model -> (mean validation, mean test accuracy)
+        (0.005, 0): {"baseline": (0.981, 0.991), "approach1": (0.970, 0.975)},
+        (0.005, 2): {"baseline": (0.987, 0.985), "approach1": (0.972, 0.971)},
+        (0.01, 0): {"baseline": (0.984, 0.987), "approach1": (0.976, 0.973)},
+        (0.01, 2): {"baseline": (0.979, 0.981), "approach1": (0.974, 0.978)},
+    }
+    parts = []
+    for (learning_rate, shift), models in means.items():
+        rows = [(model, seed, test + offset, "ok") for model, (_, test) in models.items()
+                for seed, offset in enumerate((-0.001, 0.001))]
+        runs = make_runs(rows, protocol=protocol)
+        gap = runs["model"].map({model: val - test for model, (val, test) in models.items()})
+        parts.append(runs.assign(val_accuracy=runs["test_accuracy"] + gap,
+                                 spec_json=json.dumps({"learning_rate": learning_rate, "augment_shift": shift}),
+                                 run_id=runs["run_id"] + f"-lr{learning_rate}-shift{shift}"))
+    return pd.concat(parts, ignore_index=True)
+
+
 def png_size(path: pathlib.Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk, after checking the signature."""
     header = path.read_bytes()[:24]
@@ -49,6 +71,13 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     runs = two_protocols()
     out_dir = tmp_path_factory.mktemp("report")
     return write_report(runs, make_epochs(runs), out_dir, warnings=["2 runs of approach2 are missing"])
+
+
+@pytest.fixture(scope="module")
+def grid_report(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """summary.md of the 2 x 2 recipe grid under holdout and under study; tests only read it."""
+    runs = pd.concat([grid("holdout"), grid("study")], ignore_index=True)
+    return write_report(runs, pd.DataFrame(), tmp_path_factory.mktemp("grid")).read_text()
 
 
 def test_returns_the_markdown_path(report):
@@ -150,3 +179,36 @@ def test_one_run_and_one_epoch_are_singular():
 
     assert (plural(1, "run"), plural(2, "run"), plural(1, "epoch"), plural(0, "epoch")) == \
         ("1 run", "2 runs", "1 epoch", "0 epochs")
+
+
+def test_a_single_recipe_report_has_no_recipes_section(report):
+    assert "Recipes x models" not in report.read_text()
+
+
+def test_a_grid_report_puts_the_recipes_x_models_table_before_the_group_tables(grid_report):
+    table = "\n".join([
+        "| recipe | baseline | approach1 |",
+        "|---|--:|--:|",
+        "| lr 0.005, 0-px shifts | 99.10 ± 0.14 (2) | 97.50 ± 0.14 (2) |",
+        "| lr 0.005, 2-px shifts | 98.50 ± 0.14 (2) | 97.10 ± 0.14 (2) |",
+        "| lr 0.01, 0-px shifts | 98.70 ± 0.14 (2) | 97.30 ± 0.14 (2) |",
+        "| lr 0.01, 2-px shifts | 98.10 ± 0.14 (2) | 97.80 ± 0.14 (2) |",
+    ])
+    section = "## Recipes x models"
+    assert f"### mnist, holdout\n\nEvery recipe: ≤10 epochs, batch 32, full training set, patience 1, " \
+           f"constant schedule.\n\n{table}" in grid_report
+    assert grid_report.index(section) < grid_report.index("## mnist, holdout, ≤10 epochs")
+
+
+def test_a_grid_report_chooses_each_models_recipe_by_validation_accuracy(grid_report):
+    assert "| baseline | lr 0.005, 2-px shifts | 98.70 | +0.30 over lr 0.01, 0-px shifts | 98.50 ± 0.14 (2) |" \
+        in grid_report
+    assert "| approach1 | lr 0.01, 0-px shifts | 97.60 | +0.20 over lr 0.01, 2-px shifts | 97.30 ± 0.14 (2) |" \
+        in grid_report
+
+
+def test_a_grid_report_under_study_says_why_no_recipe_is_chosen(grid_report):
+    study = grid_report[grid_report.index("### mnist, study"):]
+    assert "No recipe is chosen for baseline, approach1: under the study protocol the validation set is the " \
+           "test set, so no recipe can be chosen without touching the test set." in study
+    assert "| chosen recipe |" not in study
