@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from typing import Any, Sequence
 
 from reducecnn import logs
+from reducecnn.api import check_models, require_tensorflow, run_config
 from reducecnn.config import UserError, make_benchmark_config, make_run_spec, read_config_file
 
 
@@ -22,14 +22,6 @@ class _Parser(argparse.ArgumentParser):
 VERBOSE_HELP = "show TensorFlow's and Ray's own log lines (hidden by default)"
 
 
-def require_tensorflow(command: str) -> None:
-    """Stop before any work when TensorFlow is missing (reducecnn installed without an extra)."""
-    if importlib.util.find_spec("tensorflow") is None:
-        raise UserError(f"`{command}` needs TensorFlow, which is not installed: pip install 'reducecnn[cpu]' "
-                        "on laptops and CPU nodes, or 'reducecnn[gpu]' on CUDA nodes (from a checkout: "
-                        "pip install -e '.[cpu]')")
-
-
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -41,19 +33,26 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
 
 
-def add_spec_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `train` and `benchmark`: what a run depends on."""
+def add_spec_flags(parser: argparse.ArgumentParser, grid: bool = False) -> None:
+    """Flags shared by `train` and `benchmark`: what a run depends on. With `grid` (benchmark),
+    each recipe flag takes several comma-separated values; the runs are their cross product."""
+    several = ("; several, comma-separated, make a grid" if grid else "")
+    number = str if grid else int  # a grid's list is parsed by the config, with its messages
     parser.add_argument("--dataset", help="mnist (default) or fashion_mnist")
     parser.add_argument("--protocol", help="holdout (default: validate on the last 10k training images) "
                         "or study (the notebook's way: validate on the test set)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (default 10; early stopping may end sooner)")
-    parser.add_argument("--batch-size", type=int, help="training batch size (default 32, as the study)")
-    parser.add_argument("--patience", type=int, help="early-stopping patience on val_loss (default: holdout 2, study 1)")
-    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
+    parser.add_argument("--epochs", type=number, help="maximum epochs (default 10; early stopping may end sooner)"
+                        + several)
+    parser.add_argument("--batch-size", type=number, help="training batch size (default 32, as the study)" + several)
+    parser.add_argument("--patience", type=number, help="early-stopping patience on val_loss (default: holdout 2, "
+                        "study 1)" + several)
+    parser.add_argument("--learning-rate", type=str if grid else float, help="Adam learning rate (default 0.001)"
+                        + several)
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
-    parser.add_argument("--lr-schedule", help="constant (default, as the study) or cosine (decay to 0 over all epochs)")
-    parser.add_argument("--augment-shift", type=int, help="shift training images randomly by up to N pixels (0-4, "
-                        "default 0)")
+    parser.add_argument("--lr-schedule", help="constant (default, as the study) or cosine (decay to 0 over all "
+                        "epochs)" + several)
+    parser.add_argument("--augment-shift", type=number, help="shift training images randomly by up to N pixels "
+                        "(0-4, default 0)" + several)
     parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (default: offline sources)")
     parser.add_argument("--name", help="benchmark name: results go to OUT/NAME/ (default mnist-holdout)")
     parser.add_argument("--out", help="results root, a local folder or a pyarrow.fs URI such as s3://bucket/prefix "
@@ -70,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "  reducecnn benchmark --help                 # every flag, the models")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     models = commands.add_parser("models", help="print the parameter table of every registered model (no training)")
+    models.add_argument("--models", type=_csv, help="only these, e.g. approach1,my_models.py:tiny")
     models.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     train = commands.add_parser("train", help="train one (model, seed) in this process and record it")
-    train.add_argument("--model", required=True, help="a registered model name (see `reducecnn models`)")
+    train.add_argument("--model", required=True, help="a registered model name (see `reducecnn models`) or your "
+                       "own builder as file.py:function")
     train.add_argument("--seed", type=int, required=True, help="random seed (>= 0)")
     train.add_argument("--threads", type=int, help="TensorFlow intra/inter-op threads (default: TF's choice)")
     add_spec_flags(train)
@@ -111,11 +112,12 @@ def add_benchmark_flags(parser: argparse.ArgumentParser, program: str = "reducec
     parser.epilog = _models_epilog(program)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", help="YAML, JSON or TOML file with the same fields (flags override it)")
-    parser.add_argument("--models", type=_csv, help="comma-separated model names (default baseline,approach1,approach2)")
+    parser.add_argument("--models", type=_csv, help="comma-separated model names (default baseline,approach1,approach2), "
+                        "or your own builders as file.py:function or package.module:function")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, help="number of seeds: 0..N-1 (default 5)")
     seeds.add_argument("--seed-list", type=_seed_list, help="explicit seeds, e.g. 0,3,7")
-    add_spec_flags(parser)
+    add_spec_flags(parser, grid=True)
     parser.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else start a local Ray)")
     parser.add_argument("--cpus-per-run", type=float, help="CPUs per run = its TensorFlow threads (default 1)")
     parser.add_argument("--gpus-per-run", type=float, help="GPUs per task (one run, or one vectorized group of "
@@ -146,15 +148,30 @@ def benchmark_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print every registered model's size and cost."""
+    """Print the size and cost of every registered model, or of the models given."""
+    from reducecnn.models import MODELS, ModelError, check, describe, is_reference, load_reference
+
+    names = args.models or list(MODELS)
+    unknown = [name for name in names if name not in MODELS and not is_reference(name)]
+    if unknown:
+        raise UserError(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}, "
+                        "or your own as file.py:function")
+    try:
+        users = {name: load_reference(name) for name in names if is_reference(name)}
+    except ModelError as error:
+        raise UserError(str(error)) from None
     require_tensorflow("reducecnn models")
     logs.import_frameworks()
-    from reducecnn.models import MODELS, describe
-
-    print(f"{'model':<12}{'trainable':>11}{'non-train':>11}{'total':>10}{'layers':>8}{'MACs/image':>12}")
-    for name, builder in MODELS.items():
-        info = describe(builder())
-        print(f"{name:<12}{info.params_trainable:>11,}{info.params_non_trainable:>11,}{info.params_total:>10,}"
+    rows = []
+    for name in names:
+        try:
+            rows.append((users[name].name, check(users[name])) if name in users else (name, describe(MODELS[name]())))
+        except ModelError as error:
+            raise UserError(str(error)) from None
+    width = max(12, *(len(label) + 2 for label, _ in rows))
+    print(f"{'model':<{width}}{'trainable':>11}{'non-train':>11}{'total':>10}{'layers':>8}{'MACs/image':>12}")
+    for label, info in rows:
+        print(f"{label:<{width}}{info.params_trainable:>11,}{info.params_non_trainable:>11,}{info.params_total:>10,}"
               f"{info.layers:>8}{info.macs_per_image:>12,}")
     return 0
 
@@ -166,7 +183,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     fields = ("model", "seed", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate",
               "train_limit", "lr_schedule", "augment_shift")
-    spec = make_run_spec({name: getattr(args, name) for name in fields if getattr(args, name) is not None})
+    values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    from reducecnn.models import ModelError, is_reference, load_reference
+
+    if is_reference(args.model):
+        try:
+            user = load_reference(args.model)
+        except ModelError as error:
+            raise UserError(str(error)) from None
+        values |= {"model": user.name, "model_source": user.source}
+    spec = make_run_spec(values)
+    check_models([args.model])
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     dataset = data.load(spec.dataset, args.data_dir)
@@ -196,19 +223,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Validate everything, then run the benchmark on Ray and report."""
-    from reducecnn import data, store
-
     config = make_benchmark_config(benchmark_values(args))
-    if not (config.address or os.environ.get("RAY_ADDRESS")):
-        require_tensorflow("benchmark")  # a local Ray's workers share this environment
-    dataset = data.load(config.dataset, config.data_dir)
-    location = store.locate(config.out, config.name)
-    store.prepare(location)
-    store.recorded_ok(location)  # an unreadable results file stops us before anything is written
-    store.write_config(location, config.model_dump_json(indent=2))
-    from reducecnn import runner
-
-    outcome = runner.run_benchmark(config, dataset, location)
+    outcome = run_config(config)
+    location = outcome.location
     print(f"{logs.plural(outcome.total, 'run')}: {outcome.skipped} already recorded, {outcome.ok} trained ok, "
           f"{outcome.failed} failed "
           f"in {outcome.wall_seconds:.0f} s; records in {location.join('runs')}", file=sys.stderr)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,7 +18,9 @@ STUDY_MODELS = ("baseline", "approach1", "approach2")
 DEFAULT_PATIENCE = {"holdout": 2, "study": 1}
 # Fields added after results were first recorded enter the run-id digest only when set away
 # from their default, so every run id recorded before them stays valid (resume keeps working).
-ADDED_LATER = {"lr_schedule": "constant", "augment_shift": 0}
+ADDED_LATER = {"lr_schedule": "constant", "augment_shift": 0, "model_source": None}
+# Recipe fields a benchmark may list several values of: the grid is their cross product.
+GRID_FIELDS = ("epochs", "batch_size", "patience", "learning_rate", "lr_schedule", "augment_shift")
 # Training images each protocol uses from the 60,000 (holdout keeps the last 10,000 to validate).
 TRAIN_IMAGES = {"holdout": 50_000, "study": 60_000}
 MAX_SEED = 2**32 - 1  # what keras.utils.set_random_seed accepts
@@ -66,19 +69,19 @@ class RunSpec(BaseModel):
     train_limit: int | None = Field(None, ge=1)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to 0 over all epochs
     augment_shift: int = Field(0, ge=0, le=4)  # random translation of up to N pixels while training
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        # Imported here: the registry lists names without importing TensorFlow.
-        from reducecnn.models import MODELS
-
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-        return name
+    # A user's model (`file.py:function`): its module's source; `model` is then the function's name.
+    model_source: str | None = None
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> RunSpec:
+        # Imported here: the registry lists names without importing TensorFlow.
+        from reducecnn.models import MODELS
+
+        if self.model_source is None and self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(sorted(MODELS))}, "
+                             "or your own as file.py:function")
+        if self.model_source is not None and not self.model.isidentifier():
+            raise ValueError(f"a user model's name must be its function's name, got {self.model!r}")
         if self.patience is None:
             object.__setattr__(self, "patience", DEFAULT_PATIENCE[self.protocol])
         # A limit at or above the protocol's training split trains on exactly that split:
@@ -112,13 +115,14 @@ class BenchmarkConfig(BaseModel):
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     protocol: Literal["holdout", "study"] = "holdout"
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    patience: int | None = Field(None, ge=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    # Recipe fields (GRID_FIELDS): one value, or several for a grid (their cross product).
+    epochs: tuple[Annotated[int, Field(ge=1)], ...] = (10,)
+    batch_size: tuple[Annotated[int, Field(ge=1)], ...] = (32,)
+    patience: tuple[Annotated[int, Field(ge=0)] | None, ...] = (None,)
+    learning_rate: tuple[Annotated[float, Field(gt=0)], ...] = (1e-3,)
     train_limit: int | None = Field(None, ge=1)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    augment_shift: int = Field(0, ge=0, le=4)
+    lr_schedule: tuple[Literal["constant", "cosine"], ...] = ("constant",)
+    augment_shift: tuple[Annotated[int, Field(ge=0, le=4)], ...] = (0,)
     data_dir: str | None = None
     out: str = "results"
     address: str | None = None
@@ -131,6 +135,18 @@ class BenchmarkConfig(BaseModel):
     resources_per_run: dict[str, float] = Field(default_factory=dict)
     max_retries: int = Field(2, ge=0)
     report: bool = True
+
+    @field_validator(*GRID_FIELDS, mode="before")
+    @classmethod
+    def _grid_as_flags(cls, value: Any) -> Any:
+        # As the flags: one value, or several separated by commas (a grid), or a list.
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("needs at least one value")
+            return tuple(dict.fromkeys(value))
+        return (value,)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -162,12 +178,26 @@ class BenchmarkConfig(BaseModel):
     def _models_known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         from reducecnn.models import MODELS
 
+        from reducecnn.models import ModelError, is_reference, load_reference
+
         if not names:
             raise ValueError("at least one model is needed")
-        unknown = [n for n in names if n not in MODELS]
+        unknown = [n for n in names if n not in MODELS and not is_reference(n)]
         if unknown:
-            raise ValueError(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}")
-        return tuple(dict.fromkeys(names))
+            raise ValueError(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}, "
+                             "or your own as file.py:function")
+        names = tuple(dict.fromkeys(names))
+        seen: dict[str, str] = {}
+        for name in names:
+            try:
+                short = load_reference(name).name if is_reference(name) else name
+            except ModelError as error:
+                raise ValueError(str(error)) from None
+            if short in seen:
+                raise ValueError(f"{seen[short]} and {name} would both be recorded as model {short!r}; "
+                                 "rename one function")
+            seen[short] = name
+        return names
 
     @field_validator("seeds")
     @classmethod
@@ -197,32 +227,39 @@ class BenchmarkConfig(BaseModel):
                              "trains on one device; a mirrored run trains alone)")
         return self
 
+    def recipes(self) -> list[dict[str, Any]]:
+        """The grid: every combination of the recipe fields' values, in the order given."""
+        return [dict(zip(GRID_FIELDS, values))
+                for values in itertools.product(*(getattr(self, name) for name in GRID_FIELDS))]
+
     def specs(self) -> list[RunSpec]:
-        """Expand models x seeds into run specs, model-major."""
-        return [
-            RunSpec(
-                model=model,
-                seed=seed,
-                dataset=self.dataset,
-                protocol=self.protocol,
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                patience=self.patience,
-                learning_rate=self.learning_rate,
-                train_limit=self.train_limit,
-                lr_schedule=self.lr_schedule,
-                augment_shift=self.augment_shift,
-            )
-            for model in self.models
-            for seed in self.seeds
-        ]
+        """Expand models x recipes x seeds into run specs, model-major."""
+        from reducecnn.models import is_reference, load_reference
+
+        specs = []
+        for model in self.models:
+            user = load_reference(model) if is_reference(model) else None
+            identity = {"model": user.name, "model_source": user.source} if user else {"model": model}
+            for recipe in self.recipes():
+                specs += [RunSpec(**identity, seed=seed, dataset=self.dataset, protocol=self.protocol,
+                                  train_limit=self.train_limit, **recipe) for seed in self.seeds]
+        return specs
+
+    def shape(self) -> str:
+        """'3 models x 4 recipes x 5 seeds' (recipes only when a grid)."""
+        from reducecnn.logs import plural
+
+        recipes = len(self.recipes())
+        parts = [plural(len(self.models), "model")] + ([plural(recipes, "recipe")] if recipes > 1 else [])
+        return " x ".join(parts + [plural(len(self.seeds), "seed")])
 
 
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming the first invalid field, why, and what a valid value looks like."""
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else ""
-    where = ".".join(str(part) for part in first["loc"]) or "config"
+    # A grid field's element index (learning_rate.1) says less than the field's name.
+    where = ".".join(str(part) for part in first["loc"] if not isinstance(part, int)) or "config"
     message = first["msg"].removeprefix("Value error, ").replace("Input should be ", "must be ")
     if first["type"] in ("tuple_type", "list_type"):
         message = "must be one value or a list of values"

@@ -1,11 +1,17 @@
-"""Model registry: the study's three CNNs exactly, and `describe` for their size and cost."""
+"""Model registry: the study's three CNNs exactly, our own, users' builders (`file.py:function`
+or `package.module:function`), and `describe` for their size and cost."""
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
+import importlib.util
 import math
+import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import keras
@@ -233,3 +239,100 @@ def describe(model: keras.Model) -> ModelInfo:
         layers=len(model.layers),
         macs_per_image=sum(_layer_macs(layer) for layer in model.layers),
     )
+
+
+class ModelError(ValueError):
+    """A model reference that cannot be used: one line saying why."""
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A user's builder: its function name (the runs' `model`) and its module's source text,
+    which travels with every run to the workers and is part of the run id."""
+
+    reference: str
+    name: str
+    source: str
+
+
+def is_reference(model: str) -> bool:
+    """`file.py:function` or `package.module:function`, as opposed to a registered name."""
+    return ":" in model
+
+
+def load_reference(reference: str) -> UserModel:
+    """Read a reference's source and check that it defines the function (nothing is executed)."""
+    where, _, function = reference.rpartition(":")
+    if not where or not function.isidentifier():
+        raise ModelError(f"model {reference!r}: expected file.py:function or package.module:function")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise ModelError(f"model {reference!r}: file {where} does not exist")
+    else:
+        try:
+            found = importlib.util.find_spec(where)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.origin or not found.origin.endswith(".py"):
+            raise ModelError(f"model {reference!r}: no Python module {where} can be imported here")
+        path = Path(found.origin)
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as error:
+        raise ModelError(f"model {reference!r}: {path} does not parse (line {error.lineno}: {error.msg})") from None
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined |= {target.id for node in tree.body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name)}
+    if function not in defined:
+        raise ModelError(f"model {reference!r}: {path} defines no function {function}")
+    if function in MODELS:
+        raise ModelError(f"model {reference!r}: {function} is a registered model's name; rename the function")
+    return UserModel(reference, function, source)
+
+
+def builder(model: str, source: str | None = None) -> Callable[[], Any]:
+    """The builder of a registered model, or of a user's model from its module's source text."""
+    if source is None:
+        return MODELS[model]
+    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+    module = types.ModuleType(f"reducecnn_user_model_{digest}")
+    module.__file__ = f"<model source {digest}>"
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - the user's own model file
+    return getattr(module, model)
+
+
+def check(user: UserModel) -> ModelInfo:
+    """Build a user's model once and check it is a Keras classifier of 28x28x1 images into 10
+    classes; ModelError (one line) otherwise. Needs the framework, so it runs after the cheap checks."""
+    import keras
+    import numpy as np
+
+    prefix = f"model {user.reference!r}"
+    try:
+        model = builder(user.name, user.source)()
+    except Exception as error:  # noqa: BLE001 - whatever the user's code raises is reported in one line
+        raise ModelError(f"{prefix}: building it raised {type(error).__name__}: {_first_line(error)}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"{prefix}: the function returned {type(model).__name__}, not a Keras model")
+    declared = getattr(model, "inputs", None) and tuple(model.inputs[0].shape[1:])
+    if declared and declared != INPUT_SHAPE:
+        raise ModelError(f"{prefix}: it takes inputs of shape {declared}, not 28x28x1 images {INPUT_SHAPE}")
+    try:
+        output = np.asarray(model(np.zeros((2, *INPUT_SHAPE), np.float32)))
+    except Exception as error:  # noqa: BLE001
+        raise ModelError(f"{prefix}: it does not take 28x28x1 images ({type(error).__name__}: "
+                         f"{_first_line(error)})") from None
+    if output.shape != (2, NUM_CLASSES):
+        raise ModelError(f"{prefix}: it outputs shape {tuple(output.shape[1:])} per image, not {NUM_CLASSES} "
+                         "class probabilities")
+    if not np.allclose(output.sum(axis=1), 1.0, atol=1e-3) or output.min() < 0:
+        raise ModelError(f"{prefix}: its outputs are not probabilities; end it in a softmax over {NUM_CLASSES} "
+                         "classes (training uses categorical cross-entropy on probabilities)")
+    return describe(model)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"

@@ -137,8 +137,8 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
     specs = config.specs() if specs is None else specs
     done = store.recorded_ok(location)
     todo = [spec for spec in specs if spec.run_id not in done]
-    print(f"{logs.plural(len(specs), 'run')} in {config.name}: {len(specs) - len(todo)} already recorded, "
-          f"{len(todo)} to train",
+    print(f"{logs.plural(len(specs), 'run')} ({config.shape()}) in {config.name}: "
+          f"{len(specs) - len(todo)} already recorded, {len(todo)} to train",
           file=sys.stderr)
     ok = failed = 0
     if todo:

@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 import numpy as np
 
 import reducecnn
-from reducecnn import devices
+from reducecnn import devices, models
 from reducecnn.batches import epoch_plan
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
-from reducecnn.models import MODELS, NUM_CLASSES, describe
+from reducecnn.models import NUM_CLASSES, describe
 
 EVAL_BATCH_SIZE = 1024  # validation/test batch: changes speed, not the trained weights
 # Training steps per tf.function call: tiny CNNs at batch 32 are bound by per-step overhead;
@@ -237,7 +237,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
     keras.utils.set_random_seed(spec.seed)
     placement = devices.place(cpu_devices)
     with placement.strategy.scope():
-        model = MODELS[spec.model]()
+        model = models.builder(spec.model, spec.model_source)()
         model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
                       optimizer=adam(spec, len(data.x_train)),
                       # Keras's multi-step loop fails under MirroredStrategy: one step per call there.

@@ -28,7 +28,7 @@ import numpy as np
 from reducecnn.batches import epoch_plan, shift_images
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
-from reducecnn.models import MODELS, NUM_CLASSES, describe
+from reducecnn.models import NUM_CLASSES, builder, describe
 from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
 from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, RunResult, _epoch_rows, _version, record_for, should_stop
 
@@ -253,7 +253,7 @@ def build_members(specs: list[RunSpec]) -> list:
     models = []
     for spec in specs:
         keras.utils.set_random_seed(spec.seed)
-        models.append(MODELS[spec.model]())
+        models.append(builder(spec.model, spec.model_source)())
     return models
 
 

@@ -33,7 +33,7 @@ def _one_line_error(capsys) -> str:
     (["--protocol", "holdon"], "protocol: must be 'holdout' or 'study'"),
     (["--dataset", "cifar"], "dataset: must be 'mnist' or 'fashion_mnist'"),
     (["--config", "/nonexistent/bench.yaml"], "config file /nonexistent/bench.yaml does not exist"),
-    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["--epochs", "x"], "epochs: must be a valid integer, unable to parse string as an integer; e.g. epochs: 10"),
 ])
 def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,97 @@
+"""reducecnn from Python (a notebook): the command line's benchmark path, returning DataFrames.
+
+    from reducecnn import benchmark, load_runs
+    runs = benchmark(models=["approach1", "my_models.py:tiny"], seeds=5, epochs=3, name="try")
+    runs.groupby("model")["test_accuracy"].describe()
+    load_runs("results/try", "results/mnist-holdout")      # one or several results folders
+
+`benchmark` validates, resumes and writes exactly as `reducecnn benchmark` does (a bad field
+raises UserError before anything runs); `run_config` is the body both share.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reducecnn import logs
+from reducecnn.config import BenchmarkConfig, UserError, make_benchmark_config
+
+
+def check_models(references: list[str]) -> None:
+    """Build each user model once and check its shapes (after the cheap checks, before Ray)."""
+    from reducecnn.models import ModelError, check, is_reference, load_reference
+
+    for reference in references:
+        if is_reference(reference):
+            logs.import_frameworks()
+            try:
+                check(load_reference(reference))
+            except ModelError as error:
+                raise UserError(str(error)) from None
+
+
+def require_tensorflow(command: str) -> None:
+    """Stop before any work when TensorFlow is missing (reducecnn installed without an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise UserError(f"`{command}` needs TensorFlow, which is not installed: pip install 'reducecnn[cpu]' "
+                        "on laptops and CPU nodes, or 'reducecnn[gpu]' on CUDA nodes (from a checkout: "
+                        "pip install -e '.[cpu]')")
+
+
+def run_config(config: BenchmarkConfig, command: str = "benchmark"):
+    """Check what needs the framework, then train what is not recorded yet and write the report
+    (local results); returns the runner's Outcome."""
+    from reducecnn import data, runner, store
+
+    local_ray = not (config.address or os.environ.get("RAY_ADDRESS"))
+    if local_ray:
+        require_tensorflow(command)  # a local Ray's workers share this environment
+    import importlib.util
+
+    if local_ray or importlib.util.find_spec("tensorflow") is not None:
+        check_models(list(config.models))  # else the cluster's workers build them and report
+    dataset = data.load(config.dataset, config.data_dir)
+    location = store.locate(config.out, config.name)
+    store.prepare(location)
+    store.recorded_ok(location)  # an unreadable results file stops us before anything is written
+    store.write_config(location, config.model_dump_json(indent=2))
+    return runner.run_benchmark(config, dataset, location)
+
+
+def load_runs(*folders: str | Path) -> pd.DataFrame:
+    """The runs tables of one or several local results folders as one DataFrame (files of older
+    versions conformed to today's columns); UserError when a folder has no runs."""
+    from reducecnn import store
+
+    frames = []
+    for folder in folders:
+        path = Path(folder)
+        if not (path / "runs").is_dir():
+            raise UserError(f"no runs/ folder in {path}")
+        frame, warnings = store.read_table(store.locate(str(path.parent), path.name), "runs")
+        if warnings:
+            raise UserError("; ".join(warnings))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def benchmark(report: bool = True, verbose: bool = False, **fields: Any) -> pd.DataFrame:
+    """Run a benchmark as `reducecnn benchmark` would, with the same fields as a config file
+    (`models`, `seeds`, `epochs`, `learning_rate=[0.005, 0.01]`, `name`, `out`, ...); returns its
+    runs table, the same rows `pandas.read_parquet(out/name/runs)` gives."""
+    logs.set_verbose(verbose or logs.verbose())
+    config = make_benchmark_config({**fields, "report": report})
+    outcome = run_config(config)
+    if config.report and outcome.location.is_local:
+        from reducecnn import report as reporting, store
+
+        runs, _ = store.read_table(outcome.location, "runs")
+        epochs, _ = store.read_table(outcome.location, "epochs")
+        reporting.write_report(runs, epochs, Path(outcome.location.path))
+    return load_runs(Path(config.out) / config.name)
