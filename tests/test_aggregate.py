@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
@@ -18,7 +17,7 @@ from reducecnn.aggregate import (
     study_sentences,
     summarize,
 )
-from runsfactory import make_runs
+from runsfactory import GRID, grid_runs, make_runs
 
 def seeds(model: str, accuracies: list[float], status: str = "ok") -> list[tuple]:
     """One row tuple per accuracy, seeds 0, 1, 2, ..."""
@@ -187,32 +186,6 @@ def test_missing_column_is_named():
 def test_models_are_listed_in_the_study_order_then_by_name():
     runs = make_runs(seeds("zeta", [0.9]) + seeds("approach2", [0.97]) + seeds("alpha", [0.9]) + BASELINE)
     assert summarize(runs)["model"].tolist() == ["baseline", "approach2", "alpha", "zeta"]
-
-
-# A 2 x 2 recipe grid: (learning_rate, augment_shift) -> model -> (mean validation, mean test accuracy).
-# Validation and test disagree on purpose: baseline tests best with lr 0.005 and no shifts (99.1) but
-# validates best with lr 0.005 and 2-px shifts (98.7); approach1 tests best with lr 0.01 and 2-px
-# shifts (97.8) but validates best with lr 0.01 and no shifts (97.6).
-GRID = {
-    (0.005, 0): {"baseline": (0.981, 0.991), "approach1": (0.970, 0.975)},
-    (0.005, 2): {"baseline": (0.987, 0.985), "approach1": (0.972, 0.971)},
-    (0.01, 0): {"baseline": (0.984, 0.987), "approach1": (0.976, 0.973)},
-    (0.01, 2): {"baseline": (0.979, 0.981), "approach1": (0.974, 0.978)},
-}
-
-
-def grid_runs(protocol: str = "holdout") -> pd.DataFrame:
-    """GRID as runs: seeds 0 and 1 of each model at its means -/+ 0.001, the recipe in spec_json."""
-    parts = []
-    for (learning_rate, shift), models in GRID.items():
-        rows = [(model, seed, test + offset, "ok") for model, (_, test) in models.items()
-                for seed, offset in enumerate((-0.001, 0.001))]
-        runs = make_runs(rows, protocol=protocol)
-        gap = runs["model"].map({model: val - test for model, (val, test) in models.items()})
-        parts.append(runs.assign(val_accuracy=runs["test_accuracy"] + gap,
-                                 spec_json=json.dumps({"learning_rate": learning_rate, "augment_shift": shift}),
-                                 run_id=runs["run_id"] + f"-lr{learning_rate}-shift{shift}"))
-    return pd.concat(parts, ignore_index=True)
 
 
 def test_summary_averages_validation_accuracy_of_ok_runs_only():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import struct
 
@@ -11,7 +10,7 @@ import pytest
 
 from reducecnn.aggregate import summarize
 from reducecnn.report import learning_curves_pixels, write_report
-from runsfactory import make_runs
+from runsfactory import grid_runs, make_runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,27 +35,6 @@ def two_protocols() -> pd.DataFrame:
     return pd.concat([holdout, study], ignore_index=True)
 
 
-def grid(protocol: str) -> pd.DataFrame:
-    """lr 0.005 / 0.01 x 0 / 2-px shifts x baseline / approach1 x seeds 0, 1 (mean -/+ 0.001). Validation
-    disagrees with test: baseline validates best with lr 0.005 and 2-px shifts, tests best without shifts."""
-    means = {  # recipe -> model -> (mean validation, mean test accuracy)
-        (0.005, 0): {"baseline": (0.981, 0.991), "approach1": (0.970, 0.975)},
-        (0.005, 2): {"baseline": (0.987, 0.985), "approach1": (0.972, 0.971)},
-        (0.01, 0): {"baseline": (0.984, 0.987), "approach1": (0.976, 0.973)},
-        (0.01, 2): {"baseline": (0.979, 0.981), "approach1": (0.974, 0.978)},
-    }
-    parts = []
-    for (learning_rate, shift), models in means.items():
-        rows = [(model, seed, test + offset, "ok") for model, (_, test) in models.items()
-                for seed, offset in enumerate((-0.001, 0.001))]
-        runs = make_runs(rows, protocol=protocol)
-        gap = runs["model"].map({model: val - test for model, (val, test) in models.items()})
-        parts.append(runs.assign(val_accuracy=runs["test_accuracy"] + gap,
-                                 spec_json=json.dumps({"learning_rate": learning_rate, "augment_shift": shift}),
-                                 run_id=runs["run_id"] + f"-lr{learning_rate}-shift{shift}"))
-    return pd.concat(parts, ignore_index=True)
-
-
 def png_size(path: pathlib.Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk, after checking the signature."""
     header = path.read_bytes()[:24]
@@ -76,7 +54,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def grid_report(tmp_path_factory: pytest.TempPathFactory) -> str:
     """summary.md of the 2 x 2 recipe grid under holdout and under study; tests only read it."""
-    runs = pd.concat([grid("holdout"), grid("study")], ignore_index=True)
+    runs = pd.concat([grid_runs("holdout"), grid_runs("study")], ignore_index=True)
     return write_report(runs, pd.DataFrame(), tmp_path_factory.mktemp("grid")).read_text()
 
 
