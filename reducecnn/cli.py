@@ -232,7 +232,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if config.report and location.is_local:
         _report([location.path], margin=0.5)
     if outcome.failed:
-        print(f"error: {outcome.failed} of {logs.plural(outcome.total, 'run')} failed (status='failed' rows say why)",
+        print(f"error: {logs.plural(outcome.failed, 'run')} of {outcome.total} failed (status='failed' rows say why)",
               file=sys.stderr)
         return 1
     return 0

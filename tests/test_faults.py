@@ -101,7 +101,7 @@ def test_failed_runs_exit_1_with_one_summary_line(cluster, tmp_path):
     completed = subprocess.run(_command(cluster, tmp_path, *flags), env=cluster.env, capture_output=True,
                                text=True, timeout=300)
     assert completed.returncode == 1
-    assert "error: 1 of 1 runs failed (status='failed' rows say why)" in completed.stderr.splitlines()[-1]
+    assert "error: 1 run of 1 failed (status='failed' rows say why)" in completed.stderr.splitlines()[-1]
 
 
 def test_two_benchmarks_writing_one_folder_lose_and_duplicate_nothing(cluster, tmp_path):
