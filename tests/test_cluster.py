@@ -78,11 +78,13 @@ def test_more_seeds_trains_only_the_new_seed(cluster, out, first_run):
 
 
 def test_ray_job_submit_with_working_dir(cluster, tmp_path):
+    # A user's model file (tests/user_models.py:tiny) as well: only the job's driver reads it.
     command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard_url,
                "--working-dir", str(REPO), "--", "python", "jobs/benchmark.py", "--out", str(tmp_path),
-               "--models", "approach2", "--seeds", "2", "--epochs", "1", "--train-limit", "1000",
-               "--name", "job", "--no-report"]
+               "--models", "approach2,tests/user_models.py:tiny", "--seeds", "2", "--epochs", "1",
+               "--train-limit", "1000", "--name", "job", "--no-report"]
     completed = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
     runs = pd.read_parquet(tmp_path / "job" / "runs")
-    assert sorted(runs["seed"]) == [0, 1] and set(runs["status"]) == {"ok"}
+    assert sorted(runs["seed"]) == [0, 0, 1, 1] and set(runs["status"]) == {"ok"}
+    assert runs.groupby("model")["params_trainable"].first().to_dict() == {"approach2": 3130, "tiny": 1418}
