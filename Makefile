@@ -36,7 +36,7 @@ chaos: setup
 benchmark: setup
 	$(PY) jobs/benchmark.py $(ARGS)
 
-# A one-minute smoke run: 3 models x 2 seeds on 5,000 images for 1 epoch (accuracies meaningless for BN models).
+# A half-minute smoke run: 3 models x 2 seeds on 5,000 images for 1 epoch (accuracies meaningless for BN models).
 quick: setup
 	$(PY) jobs/benchmark.py --name quick --seeds 2 --epochs 1 --train-limit 5000 $(ARGS)
 
