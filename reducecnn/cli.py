@@ -217,7 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     print(f"{record.run_id}: test accuracy {record.test_accuracy:.4f}, test loss {record.test_loss:.4f}, "
           f"{logs.plural(record.epochs_run, 'epoch')}, {record.train_seconds:.1f} s, {record.strategy} x{record.replicas} "
-          f"on {record.devices} -> {location.join('runs', record.run_id + '.parquet')}")
+          f"on {record.devices} -> {location.join('runs', record.run_id + '.parquet')}"
+          + logs.chance_hint(record.test_accuracy))
     return 0
 
 

@@ -51,3 +51,14 @@ def ray_init_options() -> dict:
 def plural(count: int, noun: str) -> str:
     """'1 run', '2 runs', '1 epoch', '0 epochs'."""
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+CHANCE = 0.2  # test accuracy at or below this on ten classes: the run learned next to nothing
+
+
+def chance_hint(test_accuracy: float | None) -> str:
+    """A smoke run's batch-norm model predicts one class until its moving statistics settle."""
+    if test_accuracy is None or test_accuracy > CHANCE:
+        return ""
+    return ("  (near chance: too few training steps; batch norm's moving statistics need a few hundred "
+            "steps to settle, so use more epochs or a larger --train-limit)")

@@ -106,24 +106,14 @@ def _failure(spec: RunSpec, error: Exception) -> RunResult:
     return RunResult(failed_record(spec, f"{type(cause).__name__}: {message}"[:2000]))
 
 
-CHANCE = 0.2  # test accuracy at or below this on ten classes: the run learned next to nothing
-
-
-def _chance_hint(record) -> str:
-    """A smoke run's batch-norm model predicts one class until its moving statistics settle."""
-    if record.test_accuracy is None or record.test_accuracy > CHANCE:
-        return ""
-    return ("  (near chance: too few training steps; batch norm's moving statistics need a few hundred "
-            "steps to settle, so use more epochs or a larger --train-limit)")
-
-
 def _line(result: RunResult) -> str:
     """One line per finished run for the log."""
     record = result.record
     if record.status != "ok":
         return f"FAILED {record.model} seed {record.seed}: {record.error}"
     return (f"ok {record.model} seed {record.seed}: test accuracy {record.test_accuracy:.4f}, "
-            f"{logs.plural(record.epochs_run, 'epoch')} in {record.train_seconds:.0f} s" + _chance_hint(record))
+            f"{logs.plural(record.epochs_run, 'epoch')} in {record.train_seconds:.0f} s"
+            + logs.chance_hint(record.test_accuracy))
 
 
 def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location,
