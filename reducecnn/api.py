@@ -81,6 +81,27 @@ def load_runs(*folders: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None = None,
+                 ) -> tuple[Path, pd.DataFrame, list[str]]:
+    """Write summary.md, summary.parquet and the plots of one or more local results folders
+    (into the first, or `into`); returns the summary.md path, the runs and the skipped files."""
+    from reducecnn import report, store
+
+    runs, epochs, warnings = [], [], []
+    for results_dir in results_dirs:
+        location = store.locate(str(Path(results_dir).parent), Path(results_dir).name)
+        for folder, frames in (("runs", runs), ("epochs", epochs)):
+            frame, folder_warnings = store.read_table(location, folder)
+            frames.append(frame)
+            warnings += folder_warnings
+    all_runs = pd.concat(runs, ignore_index=True)
+    if all_runs.empty:
+        raise UserError(f"no runs recorded in {', '.join(str(d) + '/runs' for d in results_dirs)}")
+    summary = report.write_report(all_runs, pd.concat(epochs, ignore_index=True), Path(into or results_dirs[0]),
+                                  margin=margin / 100, warnings=warnings)
+    return summary, all_runs, warnings
+
+
 def benchmark(report: bool = True, verbose: bool = False, **fields: Any) -> pd.DataFrame:
     """Run a benchmark as `reducecnn benchmark` would, with the same fields as a config file
     (`models`, `seeds`, `epochs`, `learning_rate=[0.005, 0.01]`, `name`, `out`, ...); returns its
@@ -89,9 +110,5 @@ def benchmark(report: bool = True, verbose: bool = False, **fields: Any) -> pd.D
     config = make_benchmark_config({**fields, "report": report})
     outcome = run_config(config)
     if config.report and outcome.location.is_local:
-        from reducecnn import report as reporting, store
-
-        runs, _ = store.read_table(outcome.location, "runs")
-        epochs, _ = store.read_table(outcome.location, "epochs")
-        reporting.write_report(runs, epochs, Path(outcome.location.path))
+        write_report([outcome.location.path])
     return load_runs(Path(config.out) / config.name)

@@ -242,31 +242,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def _report(results_dirs: list[str], margin: float, into: str | None = None, show_markdown: bool = False) -> str:
     """Write the summary report of one or more local results folders; print (the report, then)
     its path and the verdicts; returns the summary.md path."""
-    from pathlib import Path
+    from reducecnn import api, report
 
-    import pandas as pd
-
-    from reducecnn import report, store
-
-    runs, epochs, warnings = [], [], []
-    for results_dir in results_dirs:
-        location = store.locate(str(Path(results_dir).parent), Path(results_dir).name)
-        for folder, frames in (("runs", runs), ("epochs", epochs)):
-            frame, folder_warnings = store.read_table(location, folder)
-            frames.append(frame)
-            warnings += folder_warnings
+    summary, runs, warnings = api.write_report(results_dirs, margin, into)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    all_runs = pd.concat(runs, ignore_index=True)
-    if all_runs.empty:
-        raise UserError(f"no runs recorded in {', '.join(d + '/runs' for d in results_dirs)}")
-    target = Path(into or results_dirs[0])
-    summary = report.write_report(all_runs, pd.concat(epochs, ignore_index=True), target, margin=margin / 100,
-                                  warnings=warnings)
     if show_markdown:
         print(summary.read_text(encoding="utf-8"))
     print(f"report: {summary}")
-    for line in report.verdict_lines(all_runs, margin / 100):
+    for line in report.verdict_lines(runs, margin / 100):
         print(f"  {line}")
     return str(summary)
 
