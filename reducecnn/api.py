@@ -11,6 +11,7 @@ raises UserError before anything runs); `run_config` is the body both share.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,6 @@ def check_models(references: list[str]) -> None:
 
 def require_tensorflow(command: str) -> None:
     """Stop before any work when TensorFlow is missing (reducecnn installed without an extra)."""
-    import importlib.util
-
     if importlib.util.find_spec("tensorflow") is None:
         raise UserError(f"`{command}` needs TensorFlow, which is not installed: pip install 'reducecnn[cpu]' "
                         "on laptops and CPU nodes, or 'reducecnn[gpu]' on CUDA nodes (from a checkout: "
@@ -52,8 +51,6 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     local_ray = not (config.address or os.environ.get("RAY_ADDRESS"))
     if local_ray:
         require_tensorflow(command)  # a local Ray's workers share this environment
-    import importlib.util
-
     if local_ray or importlib.util.find_spec("tensorflow") is not None:
         check_models(list(config.models))  # else the cluster's workers build them and report
     dataset = data.load(config.dataset, config.data_dir)
