@@ -25,7 +25,8 @@ def test_a_recipe_file_reproduces_its_committed_runs(path):
     config = make_benchmark_config(read_config_file(path))
     wanted = {spec.run_id for spec in config.specs()}
     folder = REPO / "docs" / "results" / COMMITTED.get(path.name, config.name)
-    if not (folder / "runs").is_dir():
-        pytest.skip(f"{path.name}: no committed results folder {folder.name}")
+    if not (folder / "runs").is_dir():  # a recipe without committed results (the grid example): valid is enough
+        assert wanted
+        return
     recorded = set(store.read_table(store.locate(str(folder.parent), folder.name))[0]["run_id"])
     assert recorded and recorded == wanted
