@@ -14,12 +14,13 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from reducecnn import logs
 from reducecnn.config import BenchmarkConfig, UserError, make_benchmark_config
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: the command line starts without it
+    import pandas as pd
 
 
 def check_models(references: list[str]) -> None:
@@ -64,6 +65,8 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
 def load_runs(*folders: str | Path) -> pd.DataFrame:
     """The runs tables of one or several local results folders as one DataFrame (files of older
     versions conformed to today's columns); UserError when a folder has no runs."""
+    import pandas as pd
+
     from reducecnn import store
 
     frames = []
@@ -82,6 +85,8 @@ def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None 
                  ) -> tuple[Path, pd.DataFrame, list[str]]:
     """Write summary.md, summary.parquet and the plots of one or more local results folders
     (into the first, or `into`); returns the summary.md path, the runs and the skipped files."""
+    import pandas as pd
+
     from reducecnn import report, store
 
     runs, epochs, warnings = [], [], []
