@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The default test run: fast tests only (10-12 minutes on 2 cores: 593-743 s in CI).
+# The default test run: fast tests only (10-14 minutes on 2 cores: 593-845 s in CI).
 test: setup
 	$(PY) -m pytest $(ARGS)
 
