@@ -52,13 +52,13 @@ def table(results: Path) -> str:
     return "\n".join(lines)
 
 
-def replace_block(readme: str, block: str, source: str) -> str:
-    """The README text with the findings block replaced; SystemExit if the markers are missing."""
-    start, end = readme.find(BEGIN), readme.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"findings: {source} has no `{BEGIN} ... -->` / `{END}` markers")
+def replace_block(readme: str, block: str, source: str, begin: str = BEGIN, end: str = END) -> str:
+    """The text with the block between `begin ... -->` and `end` replaced; SystemExit if the markers are missing."""
+    start, stop = readme.find(begin), readme.find(end)
+    if start < 0 or stop < start:
+        raise SystemExit(f"findings: {source} has no `{begin} ... -->` / `{end}` markers")
     head = readme[:readme.index("\n", start) + 1]
-    return head + block + "\n" + readme[end:]
+    return head + block + "\n" + readme[stop:]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,6 +198,56 @@ def small2000() -> keras.Model:
     return _separable_net("small2000", middle_filters=25, last_filters=25, bn_scale=False)
 
 
+def _conv_block(filters: int) -> list:
+    """3x3 convolution, batch norm without scale (a ReLU and a linear layer follow), ReLU."""
+    from keras import layers
+
+    return [layers.Conv2D(filters, 3, use_bias=False), batch_norm(scale=False), layers.ReLU()]
+
+
+def _frontier_net(name: str, blocks: list[list], first_filters: int) -> keras.Model:
+    """The parameter-frontier family (docs/findings.md): a 3x3 convolution, blocks with a max
+    pool after each group, a 1x1 convolution to the classes and global average pooling; batch
+    norm without scale throughout."""
+    import keras
+    from keras import layers
+
+    body = []
+    for group in blocks:
+        body += [*(layer for block in group for layer in block), layers.MaxPool2D()]
+    return keras.Sequential([
+        keras.Input(INPUT_SHAPE), *_conv_block(first_filters), *body,
+        layers.Conv2D(NUM_CLASSES, 1), layers.GlobalAveragePooling2D(), layers.Activation("softmax"),
+    ], name=name)
+
+
+@register
+def sep1k() -> keras.Model:
+    """Frontier, <= 1,000 parameters: small2k's layout at 6-12-16-12 filters, 992 trainable."""
+    sep = functools.partial(_separable_block, bn_scale=False)
+    return _frontier_net("sep1k", [[sep(12)], [sep(16), sep(12)]], first_filters=6)
+
+
+@register
+def sep1k_shallow() -> keras.Model:
+    """Frontier, <= 1,000 parameters: one separable block fewer, wider (8-16-20), 990 trainable."""
+    sep = functools.partial(_separable_block, bn_scale=False)
+    return _frontier_net("sep1k_shallow", [[sep(16)], [sep(20)]], first_filters=8)
+
+
+@register
+def conv8k() -> keras.Model:
+    """Frontier, <= 8,000 parameters in 15 epochs: full 3x3 convolutions 8-16 | 16-28, 7,918 trainable."""
+    return _frontier_net("conv8k", [[_conv_block(16)], [_conv_block(16), _conv_block(28)]], first_filters=8)
+
+
+@register
+def sep8k() -> keras.Model:
+    """Frontier, <= 8,000 parameters in 15 epochs: separable blocks 16-32 | 56-64, 7,786 trainable."""
+    sep = functools.partial(_separable_block, bn_scale=False)
+    return _frontier_net("sep8k", [[sep(32)], [sep(56), sep(64)]], first_filters=16)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Size and cost of a model, counted the way the study's summaries count them."""

@@ -49,3 +49,19 @@ def test_every_example_config_in_the_readme_is_valid(block):
 
 def test_the_readme_is_a_front_door_under_200_lines():
     assert len(README.read_text(encoding="utf-8").splitlines()) < 200
+
+
+def test_the_frontier_tables_are_what_the_committed_results_give():
+    completed = subprocess.run([sys.executable, str(REPO / "jobs" / "frontier.py"), "--check"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_a_stale_frontier_table_is_caught(tmp_path):
+    findings = (REPO / "docs" / "findings.md").read_text(encoding="utf-8")
+    stale = tmp_path / "findings.md"
+    row = "| small2k | 1,986 | 30 epochs, cosine from"
+    stale.write_text(findings.replace(row, row.replace("1,986", "1,987")), encoding="utf-8")
+    completed = subprocess.run([sys.executable, str(REPO / "jobs" / "frontier.py"), "--check", "--doc", str(stale)],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1 and "are stale" in completed.stderr

@@ -1,0 +1,218 @@
+"""The parameter frontier: test accuracy against trainable parameters, ours as means over seeds
+(holdout: choices on validation, the test set touched once per run) beside public single runs
+tuned on the test set. Generated from committed results so it cannot drift.
+
+    python jobs/frontier.py            # rewrite the tables in docs/findings.md, draw docs/frontier.png
+    python jobs/frontier.py --check    # exit 1 if the tables are not what the results give
+
+Tables sit between `<!-- frontier: begin ... -->` / `<!-- frontier: end -->` (MNIST) and
+`<!-- frontier-fashion: begin ... -->` / `<!-- frontier-fashion: end -->` (Fashion-MNIST).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+_checkout = Path(__file__).resolve().parents[1]
+if str(_checkout) not in sys.path:
+    sys.path.insert(0, str(_checkout))
+
+import pandas as pd  # noqa: E402
+
+from jobs.findings import replace_block  # noqa: E402
+from reducecnn import aggregate, store  # noqa: E402
+from reducecnn.report import format_interval, format_mean_std, write_atomically  # noqa: E402
+
+RESULTS = Path("docs/results")
+# Our frontier: results folders, read whole (screens on 2 seeds included; the plot draws models
+# with at least MIN_SEEDS ok runs).
+MNIST_FOLDERS = ["mnist-holdout-v040", "mnist-small2k-lr01-holdout", "mnist-frontier1k-holdout",
+                 "mnist-frontier8k-holdout"]
+FASHION_FOLDERS = ["fashion_mnist-holdout", "fashion_mnist-small2k-lr01-holdout", "fashion_mnist-frontier1k-holdout",
+                   "fashion_mnist-frontier8k-holdout"]
+MIN_SEEDS = 5
+TARGETS = [(1_000, 0.990, None), (8_000, 0.994, 15)]  # (max trainable params, mean test accuracy, max epochs)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A published figure: what it is, and how it was obtained."""
+
+    label: str
+    params: int
+    accuracy: float
+    how: str
+    source: str
+    std: float = 0.0  # where the figure is a mean over runs
+
+
+STUDY_HOW = "one unseeded run, early-stopped on the test set"
+STUDY_SOURCE = "github.com/AbuBakar-here/reduce-cnn-parameters"
+CLAIMS = [
+    Claim("study baseline", 591_786, 0.9859, STUDY_HOW, STUDY_SOURCE),
+    Claim("study approach1", 3_418, 0.9793, STUDY_HOW, STUDY_SOURCE),
+    Claim("study approach2", 3_130, 0.9666, STUDY_HOW, STUDY_SOURCE),
+    Claim("JoshWarn 697", 697, 0.9903, "best test epoch of the best of ~700 runs; early-stopped on the test set, "
+          "best weights restored", "github.com/JoshWarn/Parameter-Efficient-MNIST, 697_mnist_0.9903.h5"),
+    Claim("JoshWarn 997 (223 runs)", 997, 0.98761, "mean ± 0.10 (sample std) of 223 runs' last-epoch test accuracy, "
+          "early-stopped on the test set; max 99.06", "same repository, 997_saved_acc.txt (git history, a811202)",
+          std=0.00105),
+    Claim("ruslangrimov 1,936", 1_936, 0.9910, "single run, 75 epochs, final epoch; architectures compared on "
+          "the test set", "github.com/ruslangrimov/mnist-minimal-model, 1936/model.txt"),
+    Claim("ruslangrimov 2,180", 2_180, 0.9915, "single run, epoch 71 of 75 (choice undocumented); architectures "
+          "compared on the test set", "same repository, 2180/model.txt"),
+    Claim("ERA4 6,174", 6_174, 0.9947, "one seed, epoch 15 of 15, the test set as validation; 4 versions compared "
+          "on it", "github.com/firekind/ERA4, session-6/README.md"),
+    Claim("ERAv2 7,432", 7_432, 0.9951, "one seed, epoch 15 of 15; learning rate reduced on test loss",
+          "github.com/sayanbanerjee32/TSAI_ERAv2_S7, README.md (step 3)"),
+]
+
+
+def summarize(folders: list[str], results: Path = RESULTS) -> pd.DataFrame:
+    """One row per (folder, model, recipe) with runs on record, in folder order."""
+    rows = []
+    for name in folders:
+        if not (results / name / "runs").is_dir():
+            continue
+        runs, warnings = store.read_table(store.locate(str(results), name), "runs")
+        if warnings:
+            raise SystemExit(f"frontier: {results / name}: {'; '.join(warnings)}")
+        rows.append(aggregate.summarize(runs).assign(folder=name))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def recipe(row: object) -> str:
+    """'15 epochs, cosine from 0.01, 2-px shifts' (the study's three models: 'the study's recipe')."""
+    if row.model in aggregate.STUDY:
+        return "the study's (≤10 epochs, Adam 1e-3)"
+    parts = [f"{int(row.max_epochs)} epochs"]
+    schedule = "cosine from" if row.lr_schedule == "cosine" else "lr"
+    parts.append(f"{schedule} {row.learning_rate:g}")
+    if row.augment_shift:
+        parts.append(f"{int(row.augment_shift)}-px shifts")
+    return ", ".join(parts)
+
+
+def meets(row: object) -> str:
+    """The targets a row meets (as a mean over >= MIN_SEEDS seeds), or '-'."""
+    met = [f"≤{budget:,}: ≥{accuracy:.1%}" for budget, accuracy, epochs in TARGETS
+           if row.ok_runs >= MIN_SEEDS and row.params_trainable <= budget and row.test_accuracy_mean >= accuracy
+           and (epochs is None or row.max_epochs <= epochs)]
+    return "; ".join(met) or "-"
+
+
+def mnist_table(summary: pd.DataFrame) -> str:
+    """Ours (mean ± std over seeds, 95% CI, min) and the public claims, sorted by parameters."""
+    lines = ["| model | trainable params | recipe | test acc. % (mean ± std) | seeds | 95% CI % | min % "
+             "| validation % | targets met | results |",
+             "|---|--:|---|--:|:-:|:-:|--:|--:|---|---|"]
+    for row in summary.sort_values("params_trainable", kind="stable").itertuples(index=False):
+        lines.append(
+            f"| {row.model} | {int(row.params_trainable):,} | {recipe(row)} "
+            f"| {format_mean_std(row.test_accuracy_mean, row.test_accuracy_std)} | {row.ok_runs} "
+            f"| {format_interval(row.test_accuracy_ci_low, row.test_accuracy_ci_high)} "
+            f"| {row.test_accuracy_min * 100:.2f} | {row.val_accuracy_mean * 100:.2f} | {meets(row)} "
+            f"| [{row.folder}](results/{row.folder}/summary.md) |")
+    lines += ["", "Published figures, drawn apart in the plot (none is a mean over seeds on a held-out protocol):", "",
+              "| claim | trainable params | test acc. % | how it was obtained | source |", "|---|--:|--:|---|---|"]
+    for claim in sorted(CLAIMS, key=lambda claim: claim.params):
+        lines.append(f"| {claim.label} | {claim.params:,} | {claim.accuracy * 100:.2f} | {claim.how} "
+                     f"| {claim.source} |")
+    return "\n".join(lines)
+
+
+def fashion_table(mnist: pd.DataFrame, fashion: pd.DataFrame) -> str:
+    """Each model's MNIST and Fashion-MNIST accuracy side by side, and what the baseline keeps."""
+    def best(summary: pd.DataFrame) -> dict[str, object]:
+        # one row per model: the one with the most seeds (a screen's 2 seeds give way to the 5-seed run)
+        return {row.model: row for row in summary.sort_values("ok_runs", kind="stable").itertuples(index=False)}
+
+    on_mnist, on_fashion = best(mnist), best(fashion)
+    reference = on_fashion.get("baseline")
+    lines = ["| model | trainable params | MNIST % | Fashion-MNIST % | seeds (Fashion) | Fashion, vs baseline (points) "
+             "| results |", "|---|--:|--:|--:|:-:|--:|---|"]
+    for model, row in sorted(on_fashion.items(), key=lambda item: item[1].params_trainable):
+        known = on_mnist.get(model)
+        mnist_cell = format_mean_std(known.test_accuracy_mean, known.test_accuracy_std) if known else "-"
+        gap = "-" if reference is None or model == "baseline" else \
+            f"{(row.test_accuracy_mean - reference.test_accuracy_mean) * 100:+.2f}"
+        lines.append(f"| {model} | {int(row.params_trainable):,} | {mnist_cell} "
+                     f"| {format_mean_std(row.test_accuracy_mean, row.test_accuracy_std)} | {row.ok_runs} | {gap} "
+                     f"| [{row.folder}](results/{row.folder}/summary.md) |")
+    return "\n".join(lines)
+
+
+LABEL_OFFSETS = {"ruslangrimov 1,936": (-8, -12), "JoshWarn 997 (223 runs)": (-8, -14)}
+
+
+def plot(summary: pd.DataFrame, path: Path) -> None:
+    """Accuracy against trainable parameters (log x): ours with ±1 std bars, claims as hollow markers."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9.0, 5.6), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    ours = summary[summary["ok_runs"] >= MIN_SEEDS].sort_values("params_trainable")
+    axes.errorbar(ours["params_trainable"].astype(float), ours["test_accuracy_mean"] * 100,
+                  yerr=ours["test_accuracy_std"] * 100, fmt="o", color="tab:blue", capsize=4, markersize=7,
+                  label=f"ours: mean ± 1 std over ≥{MIN_SEEDS} seeds, holdout, test set touched once")
+    for row in ours.itertuples(index=False):
+        axes.annotate(row.model, (float(row.params_trainable), row.test_accuracy_mean * 100),
+                      textcoords="offset points", xytext=(8, -12), fontsize=9, color="tab:blue")
+    for index, claims in enumerate([[c for c in CLAIMS if c.label.startswith("study")],
+                                    [c for c in CLAIMS if not c.label.startswith("study")]]):
+        axes.scatter([c.params for c in claims], [c.accuracy * 100 for c in claims], marker=["*", "D"][index],
+                     s=[180, 60][index], facecolors="none", edgecolors=["black", "tab:red"][index], zorder=5,
+                     label=["the study: one unseeded run each, early-stopped on test",
+                            "public records: single run, tuned on test (JoshWarn 997: mean ± std of 223)"][index])
+        for claim in claims:
+            if claim.std:
+                axes.errorbar([claim.params], [claim.accuracy * 100], yerr=[claim.std * 100], fmt="none",
+                              ecolor="tab:red", capsize=3, linewidth=0.8)
+            axes.annotate(claim.label, (claim.params, claim.accuracy * 100), textcoords="offset points",
+                          xytext=LABEL_OFFSETS.get(claim.label, (-8, 7)), ha="right", fontsize=8,
+                          color=["dimgray", "tab:red"][index])
+    for budget, accuracy, epochs in TARGETS:
+        axes.plot([budget / 1.6, budget], [accuracy * 100] * 2, color="gray", linewidth=1)
+        axes.plot([budget] * 2, [accuracy * 100 - 0.25, accuracy * 100], color="gray", linewidth=1)
+        label = f"target: ≤{budget:,} params, ≥{accuracy:.1%}" + (f" in ≤{epochs} epochs" if epochs else "")
+        axes.annotate(label, (budget, accuracy * 100), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                      color="gray")
+    axes.set_xscale("log")
+    axes.set_xlim(400, 2_000_000)
+    axes.set_ylim(96.3, 99.8)
+    axes.set_xlabel("trainable parameters (log scale)")
+    axes.set_ylabel("MNIST test accuracy (%)")
+    axes.set_title("The parameter frontier on MNIST")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--doc", default="docs/findings.md", help="the file holding the markers")
+    parser.add_argument("--plot", default="docs/frontier.png", help="where the plot goes (not with --check)")
+    parser.add_argument("--check", action="store_true", help="only check that the tables are up to date")
+    args = parser.parse_args(argv)
+    mnist, fashion = summarize(MNIST_FOLDERS), summarize(FASHION_FOLDERS)
+    doc_path = Path(args.doc)
+    doc = doc_path.read_text(encoding="utf-8")
+    updated = replace_block(doc, mnist_table(mnist), args.doc, "<!-- frontier: begin", "<!-- frontier: end -->")
+    updated = replace_block(updated, fashion_table(mnist, fashion), args.doc, "<!-- frontier-fashion: begin",
+                            "<!-- frontier-fashion: end -->")
+    if args.check:
+        if updated != doc:
+            print(f"frontier: the tables in {args.doc} are stale; run `python jobs/frontier.py`", file=sys.stderr)
+            return 1
+        return 0
+    doc_path.write_text(updated, encoding="utf-8")
+    plot(mnist, Path(args.plot))
+    print(f"frontier: {args.doc} updated, {args.plot} drawn")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
