@@ -198,23 +198,24 @@ def small2000() -> keras.Model:
     return _separable_net("small2000", middle_filters=25, last_filters=25, bn_scale=False)
 
 
-def _conv_block(filters: int) -> list:
-    """3x3 convolution, batch norm without scale (a ReLU and a linear layer follow), ReLU."""
+def _conv_block(filters: int, size: int = 3) -> list:
+    """A convolution (3x3 unless said), batch norm without scale (a ReLU and a linear layer follow), ReLU."""
     from keras import layers
 
-    return [layers.Conv2D(filters, 3, use_bias=False), batch_norm(scale=False), layers.ReLU()]
+    return [layers.Conv2D(filters, size, use_bias=False), batch_norm(scale=False), layers.ReLU()]
 
 
-def _frontier_net(name: str, blocks: list[list], first_filters: int) -> keras.Model:
-    """The parameter-frontier family (docs/findings.md): a 3x3 convolution, blocks with a max
-    pool after each group, a 1x1 convolution to the classes and global average pooling; batch
-    norm without scale throughout."""
+def _frontier_net(name: str, blocks: list[list], first_filters: int, tail: list[list] = ()) -> keras.Model:
+    """The parameter-frontier family (docs/findings.md): a 3x3 convolution, groups of blocks with
+    a max pool after each, blocks without a pool (tail), a 1x1 convolution to the classes and
+    global average pooling; batch norm without scale throughout."""
     import keras
     from keras import layers
 
     body = []
     for group in blocks:
         body += [*(layer for block in group for layer in block), layers.MaxPool2D()]
+    body += [layer for block in tail for layer in block]
     return keras.Sequential([
         keras.Input(INPUT_SHAPE), *_conv_block(first_filters), *body,
         layers.Conv2D(NUM_CLASSES, 1), layers.GlobalAveragePooling2D(), layers.Activation("softmax"),
@@ -239,6 +240,22 @@ def sep1k_shallow() -> keras.Model:
 def conv8k() -> keras.Model:
     """Frontier, <= 8,000 parameters in 15 epochs: full 3x3 convolutions 8-16 | 16-28, 7,918 trainable."""
     return _frontier_net("conv8k", [[_conv_block(16)], [_conv_block(16), _conv_block(28)]], first_filters=8)
+
+
+@register
+def deep8k() -> keras.Model:
+    """Frontier, <= 8,000 parameters in 15 epochs: seven convolutions, three before the pool
+    (8-12-16 | 1x1 to 8, 12-16-16), no second pool: 7,946 trainable."""
+    return _frontier_net("deep8k", [[_conv_block(12), _conv_block(16)]], first_filters=8,
+                         tail=[_conv_block(8, size=1), _conv_block(12), _conv_block(16), _conv_block(16)])
+
+
+@register
+def deep8k_early() -> keras.Model:
+    """Frontier, <= 8,000 parameters in 15 epochs: `deep8k` pooling after two convolutions
+    (10-16 | 1x1 to 8, 16-16-16): 7,670 trainable."""
+    return _frontier_net("deep8k_early", [[_conv_block(16)]], first_filters=10,
+                         tail=[_conv_block(8, size=1), _conv_block(16), _conv_block(16), _conv_block(16)])
 
 
 @register
