@@ -244,22 +244,6 @@ def conv8k() -> keras.Model:
 
 
 @register
-def deep8k() -> keras.Model:
-    """Frontier, <= 8,000 parameters in 15 epochs: seven convolutions, three before the pool
-    (8-12-16 | 1x1 to 8, 12-16-16), no second pool: 7,946 trainable."""
-    return _frontier_net("deep8k", [[_conv_block(12), _conv_block(16)]], first_filters=8,
-                         tail=[_conv_block(8, size=1), _conv_block(12), _conv_block(16), _conv_block(16)])
-
-
-@register
-def deep8k_early() -> keras.Model:
-    """Frontier, <= 8,000 parameters in 15 epochs: `deep8k` pooling after two convolutions
-    (10-16 | 1x1 to 8, 16-16-16): 7,670 trainable."""
-    return _frontier_net("deep8k_early", [[_conv_block(16)]], first_filters=10,
-                         tail=[_conv_block(8, size=1), _conv_block(16), _conv_block(16), _conv_block(16)])
-
-
-@register
 def sep8k() -> keras.Model:
     """Frontier, <= 8,000 parameters in 15 epochs: separable blocks 16-32 | 56-64, 7,786 trainable."""
     sep = functools.partial(_separable_block, bn_scale=False)
