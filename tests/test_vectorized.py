@@ -118,3 +118,23 @@ print(json.dumps([r.record.__dict__ for r in vectorized.train_group(specs, split
     assert [(r["status"], r["vectorized"], r["devices"], r["params_trainable"]) for r in records] == [
         ("ok", True, "CPU", 3_130)] * 2
     assert records[0]["train_loss"] != records[1]["train_loss"] and records[0]["train_loss"] < 2.5
+
+
+@pytest.mark.parametrize("name", ["sep1k", "deep1k", "conv8k", "sep8k"])
+def test_the_frontier_models_stack_to_their_own_predictions(name):
+    import keras
+    import numpy as np
+
+    from reducecnn.models import MODELS
+
+    models = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        models.append(MODELS[name]())
+    stacked = stack(models)
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    together, _ = stacked.forward([keras.ops.convert_to_tensor(p) for p in stacked.params],
+                                  [keras.ops.convert_to_tensor(s) for s in stacked.stats],
+                                  np.concatenate([images, images], axis=-1), training=False)
+    for k, model in enumerate(models):
+        np.testing.assert_allclose(np.asarray(together)[:, k], np.asarray(model(images, training=False)), atol=1e-5)
