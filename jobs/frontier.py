@@ -132,14 +132,18 @@ def fashion_table(mnist: pd.DataFrame, fashion: pd.DataFrame) -> str:
 
     on_mnist, on_fashion = best(mnist), best(fashion)
     reference = on_fashion.get("baseline")
-    lines = ["| model | trainable params | MNIST % | Fashion-MNIST % | seeds (Fashion) | Fashion, vs baseline (points) "
-             "| results |", "|---|--:|--:|--:|:-:|--:|---|"]
+    lines = ["| model | trainable params | recipe | MNIST % | Fashion-MNIST % | seeds (Fashion) "
+             "| Fashion vs baseline, points [95% CI] | results |", "|---|--:|---|--:|--:|:-:|--:|---|"]
     for model, row in sorted(on_fashion.items(), key=lambda item: item[1].params_trainable):
         known = on_mnist.get(model)
         mnist_cell = format_mean_std(known.test_accuracy_mean, known.test_accuracy_std) if known else "-"
-        gap = "-" if reference is None or model == "baseline" else \
-            f"{(row.test_accuracy_mean - reference.test_accuracy_mean) * 100:+.2f}"
-        lines.append(f"| {model} | {int(row.params_trainable):,} | {mnist_cell} "
+        gap = "-"
+        if reference is not None and model != "baseline":
+            difference, low, high, _ = aggregate.welch_difference(
+                row.test_accuracy_mean, row.test_accuracy_std, row.ok_runs,
+                reference.test_accuracy_mean, reference.test_accuracy_std, reference.ok_runs)
+            gap = f"{difference * 100:+.2f} {format_interval(low, high, signed=True)}"
+        lines.append(f"| {model} | {int(row.params_trainable):,} | {recipe(row)} | {mnist_cell} "
                      f"| {format_mean_std(row.test_accuracy_mean, row.test_accuracy_std)} | {row.ok_runs} | {gap} "
                      f"| [{row.folder}](results/{row.folder}/summary.md) |")
     return "\n".join(lines)
