@@ -61,6 +61,18 @@ def replace_block(readme: str, block: str, source: str, begin: str = BEGIN, end:
     return head + block + "\n" + readme[stop:]
 
 
+def check_or_write(path: Path, current: str, updated: str, check: bool, stale: str) -> int:
+    """With `check`: exit status 1 and the `stale` line on stderr if the generated text differs
+    from the file's; without: write it. The one rule for every generated block."""
+    if check:
+        if updated != current:
+            print(stale, file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(updated, encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default=RESULTS, help=f"results folder (default {RESULTS})")
@@ -70,15 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     readme_path = Path(args.readme)
     readme = readme_path.read_text(encoding="utf-8")
     updated = replace_block(readme, table(Path(args.results)), args.readme)
-    if args.check:
-        if updated != readme:
-            print(f"findings: the table in {args.readme} is stale; run `python jobs/findings.py`", file=sys.stderr)
-            return 1
-        return 0
-    readme_path.write_text(updated, encoding="utf-8")
-    print(f"findings: {args.readme} updated from {args.results}")
-    return 0
-
+    stale = f"findings: the table in {args.readme} is stale; run `python jobs/findings.py`"
+    status = check_or_write(readme_path, readme, updated, args.check, stale)
+    if not args.check:
+        print(f"findings: {args.readme} updated from {args.results}")
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

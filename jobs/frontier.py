@@ -22,7 +22,7 @@ if str(_checkout) not in sys.path:
 
 import pandas as pd  # noqa: E402
 
-from jobs.findings import replace_block  # noqa: E402
+from jobs.findings import check_or_write, replace_block  # noqa: E402
 from reducecnn import aggregate, store  # noqa: E402
 from reducecnn.report import format_interval, format_mean_std, write_atomically  # noqa: E402
 
@@ -218,16 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     updated = replace_block(doc, mnist_table(mnist), args.doc, "<!-- frontier: begin", "<!-- frontier: end -->")
     updated = replace_block(updated, fashion_table(mnist, fashion), args.doc, "<!-- frontier-fashion: begin",
                             "<!-- frontier-fashion: end -->")
-    if args.check:
-        if updated != doc:
-            print(f"frontier: the tables in {args.doc} are stale; run `python jobs/frontier.py`", file=sys.stderr)
-            return 1
-        return 0
-    doc_path.write_text(updated, encoding="utf-8")
-    plot(mnist, Path(args.plot))
-    print(f"frontier: {args.doc} updated, {args.plot} drawn")
-    return 0
-
+    stale = f"frontier: the tables in {args.doc} are stale; run `python jobs/frontier.py`"
+    status = check_or_write(doc_path, doc, updated, args.check, stale)
+    if not args.check:
+        plot(mnist, Path(args.plot))
+        print(f"frontier: {args.doc} updated, {args.plot} drawn")
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())
