@@ -205,7 +205,7 @@ def _conv_block(filters: int, size: int = 3) -> list:
     return [layers.Conv2D(filters, size, use_bias=False), batch_norm(scale=False), layers.ReLU()]
 
 
-def _frontier_net(name: str, blocks: list[list], first_filters: int, tail: list[list] = ()) -> keras.Model:
+def _frontier_net(name: str, blocks: list[list], first_filters: int, tail: list[list] | None = None) -> keras.Model:
     """The parameter-frontier family (docs/findings.md): a 3x3 convolution, groups of blocks with
     a max pool after each, blocks without a pool (tail), a 1x1 convolution to the classes and
     global average pooling; batch norm without scale throughout."""
@@ -215,7 +215,7 @@ def _frontier_net(name: str, blocks: list[list], first_filters: int, tail: list[
     body = []
     for group in blocks:
         body += [*(layer for block in group for layer in block), layers.MaxPool2D()]
-    body += [layer for block in tail for layer in block]
+    body += [layer for block in tail or [] for layer in block]
     return keras.Sequential([
         keras.Input(INPUT_SHAPE), *_conv_block(first_filters), *body,
         layers.Conv2D(NUM_CLASSES, 1), layers.GlobalAveragePooling2D(), layers.Activation("softmax"),
@@ -224,7 +224,8 @@ def _frontier_net(name: str, blocks: list[list], first_filters: int, tail: list[
 
 @register
 def sep1k() -> keras.Model:
-    """Frontier, <= 1,000 parameters: small2k's layout at 6-12-16-12 filters, 992 trainable."""
+    """Frontier, <= 1,000 parameters: small2k's layout at 6-12-16-12 filters, 992 trainable.
+    Screened with small2k's recipe: validation 98.52 / 98.11% over 2 seeds, below deep1k."""
     sep = functools.partial(_separable_block, bn_scale=False)
     return _frontier_net("sep1k", [[sep(12)], [sep(16), sep(12)]], first_filters=6)
 
@@ -232,20 +233,25 @@ def sep1k() -> keras.Model:
 @register
 def deep1k() -> keras.Model:
     """Frontier, <= 1,000 parameters: depth over width, three convolutions before the pool and
-    two after it, no second pool (6-8-11 | 12-12): 978 trainable."""
+    two after it, no second pool (6-8-11 | 12-12): 978 trainable. With `--epochs 30 --patience 30
+    --lr-schedule cosine --learning-rate 0.01 --augment-shift 1`: 98.64 +- 0.09% over 5 seeds
+    (holdout; configs/frontier1k.yaml), short of 99.0%."""
     sep = functools.partial(_separable_block, bn_scale=False)
     return _frontier_net("deep1k", [[sep(8), sep(11)]], first_filters=6, tail=[sep(12), sep(12)])
 
 
 @register
 def conv8k() -> keras.Model:
-    """Frontier, <= 8,000 parameters in 15 epochs: full 3x3 convolutions 8-16 | 16-28, 7,918 trainable."""
+    """Frontier, <= 8,000 parameters in 15 epochs: full 3x3 convolutions 8-16 | 16-28, 7,918
+    trainable. Screened with sep8k's recipe: validation 99.26 / 99.22% over 2 seeds, below sep8k."""
     return _frontier_net("conv8k", [[_conv_block(16)], [_conv_block(16), _conv_block(28)]], first_filters=8)
 
 
 @register
 def sep8k() -> keras.Model:
-    """Frontier, <= 8,000 parameters in 15 epochs: separable blocks 16-32 | 56-64, 7,786 trainable."""
+    """Frontier, <= 8,000 parameters in 15 epochs: separable blocks 16-32 | 56-64, 7,786
+    trainable. With `--epochs 15 --patience 15 --lr-schedule cosine --learning-rate 0.01
+    --augment-shift 2`: 99.42 +- 0.03% over 6 seeds (holdout; configs/frontier8k.yaml)."""
     sep = functools.partial(_separable_block, bn_scale=False)
     return _frontier_net("sep8k", [[sep(32)], [sep(56), sep(64)]], first_filters=16)
 
