@@ -22,8 +22,11 @@ def test_two_concurrent_runs_report_per_run_and_total_throughput(tmp_path):
     assert rows[0]["total_vs_one_run"] == 1.0 and rows[0]["backend"] == "tensorflow"
     two = rows[1]
     assert two["per_run_images_per_second"] > 0
-    # The total counts both runs' images over the slower run's time: more than one run's share.
-    assert two["total_images_per_second"] > two["per_run_images_per_second"] * 1.2
+    # The total counts both runs' images over the slower run's time: more than one run's share
+    # (whenever neither run took 3x the other's time). How much more depends on how the two
+    # overlapped on a loaded machine (1.05x in one CI run), so the figure itself is the script's
+    # to print, not this test's to bound.
+    assert two["total_images_per_second"] > two["per_run_images_per_second"]
     assert "approach2" in completed.stdout and "img/s total" in completed.stdout
 
 
