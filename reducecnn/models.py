@@ -240,6 +240,40 @@ def deep1k() -> keras.Model:
     return _frontier_net("deep1k", [[sep(8), sep(11)]], first_filters=6, tail=[sep(12), sep(12)])
 
 
+def _shared_net(name: str, repeats: int, width: int = 14) -> keras.Model:
+    """Depth without weights: a 3x3 convolution to 6 channels, a separable block to 10, a max pool,
+    one to `width`, then ONE separable convolution (padding "same") applied `repeats` times, each
+    time with its own batch norm (no scale) and a residual connection; 1x1 convolution to the
+    classes and global average pooling. Each repeat costs only its batch norm's `width` offsets."""
+    import keras
+    from keras import layers
+
+    sep = functools.partial(_separable_block, bn_scale=False)
+    inputs = keras.Input(INPUT_SHAPE)
+    x = inputs
+    for layer in [*_conv_block(6), *sep(10), layers.MaxPool2D(), *sep(width)]:  # 26 | 24 | 12 | 10x10
+        x = layer(x)
+    shared = layers.SeparableConv2D(width, 3, padding="same", use_bias=False, name="shared_block")
+    for _ in range(repeats):
+        x = layers.ReLU()(layers.Add()([x, batch_norm(scale=False)(shared(x))]))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(NUM_CLASSES, 1)(x))
+    return keras.Model(inputs, layers.Activation("softmax")(x), name=name)
+
+
+@register
+def share1k() -> keras.Model:
+    """Frontier, <= 1,000 parameters: one shared separable block applied 3 times (see
+    `_shared_net`), 942 trainable."""
+    return _shared_net("share1k", repeats=3)
+
+
+@register
+def share1k6() -> keras.Model:
+    """`share1k` with its shared block applied 6 times: 984 trainable, twice the depth for 42
+    more weights."""
+    return _shared_net("share1k6", repeats=6)
+
+
 @register
 def conv8k() -> keras.Model:
     """Frontier, <= 8,000 parameters in 15 epochs: full 3x3 convolutions 8-16 | 16-28, 7,918
@@ -269,7 +303,12 @@ class ModelInfo:
 
 
 def _layer_macs(layer: keras.layers.Layer) -> int:
-    """Multiply-accumulates of one layer for one image (convolutions and dense layers)."""
+    """Multiply-accumulates of one layer for one image (convolutions and dense layers), once per
+    call of the layer in the model (a shared layer computes again each time it is applied)."""
+    return _call_macs(layer) * max(1, len(layer._inbound_nodes))
+
+
+def _call_macs(layer: keras.layers.Layer) -> int:
     kind = type(layer).__name__
     if kind == "SeparableConv2D":
         kernel_h, kernel_w, channels_in, _ = layer.depthwise_kernel.shape

@@ -96,6 +96,10 @@ def _concat(arrays: list[np.ndarray], axis: int) -> np.ndarray:
 
 def stack(models: list) -> StackedModel:
     """The stacked form of K built Keras models of one architecture (their current weights)."""
+    import keras
+
+    if not isinstance(models[0], keras.Sequential):
+        raise NotVectorizable("only keras.Sequential models are supported (no branches or shared layers)")
     stacked = StackedModel(seeds=len(models))
     flat = False
     for position, layer in enumerate(models[0].layers):

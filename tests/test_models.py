@@ -15,6 +15,8 @@ from reducecnn.models import MODELS, describe
     ("small2000", 2_148, 2_000, 148, 17),
     ("sep1k", 1_084, 992, 92, 17),
     ("deep1k", 1_076, 978, 98, 19),
+    ("share1k", 1_086, 942, 144, 24),
+    ("share1k6", 1_212, 984, 228, 33),
     ("conv8k", 8_054, 7_918, 136, 17),
     ("sep8k", 8_122, 7_786, 336, 17),
 ])
@@ -29,6 +31,12 @@ def test_macs_count_convolutions_and_dense_layers():
     assert describe(MODELS["baseline"]()).macs_per_image == 320_000 + 591_104
 
 
+def test_macs_count_a_shared_layer_once_per_application():
+    # share1k6 applies its shared 10x10x14 separable block 3 more times than share1k:
+    # 3 * 10*10 * 14 * (3*3 + 14) = 96,600
+    assert describe(MODELS["share1k6"]()).macs_per_image - describe(MODELS["share1k"]()).macs_per_image == 96_600
+
+
 def test_models_end_in_softmax_over_ten_classes():
     for builder in MODELS.values():
         model = builder()
@@ -37,7 +45,7 @@ def test_models_end_in_softmax_over_ten_classes():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, small, small2000, small2k"):
+    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share1k, share1k6, small, small2000, small2k"):
         RunSpec(model="aproach1", seed=0)
 
 
@@ -46,7 +54,7 @@ def test_small_models_stay_within_two_thousand_trainable_parameters(name):
     assert describe(MODELS[name]()).params_trainable <= 2_000
 
 
-@pytest.mark.parametrize("name, budget", [("sep1k", 1_000), ("deep1k", 1_000), ("conv8k", 8_000), ("sep8k", 8_000)])
+@pytest.mark.parametrize("name, budget", [("sep1k", 1_000), ("deep1k", 1_000), ("share1k", 1_000), ("share1k6", 1_000), ("conv8k", 8_000), ("sep8k", 8_000)])
 def test_frontier_models_stay_within_their_budgets(name, budget):
     assert describe(MODELS[name]()).params_trainable <= budget
 

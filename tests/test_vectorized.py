@@ -100,6 +100,13 @@ def test_an_unknown_layer_is_not_vectorizable():
         stack([model, model])
 
 
+def test_a_model_with_a_shared_layer_is_not_vectorizable():
+    from reducecnn.models import MODELS
+
+    with pytest.raises(NotVectorizable, match="Sequential"):
+        stack([MODELS["share1k"](), MODELS["share1k"]()])
+
+
 def test_the_same_trainer_runs_on_jax_without_tensorflow_or_ray(tmp_path):
     pytest.importorskip("jax")
     code = f"""
