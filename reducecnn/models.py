@@ -240,22 +240,23 @@ def deep1k() -> keras.Model:
     return _frontier_net("deep1k", [[sep(8), sep(11)]], first_filters=6, tail=[sep(12), sep(12)])
 
 
-def _shared_net(name: str, repeats: int, width: int = 14) -> keras.Model:
-    """Depth without weights: a 3x3 convolution to 6 channels, a separable block to 10, a max pool,
-    one to `width`, then ONE separable convolution (padding "same") applied `repeats` times, each
-    time with its own batch norm (no scale) and a residual connection; 1x1 convolution to the
-    classes and global average pooling. Each repeat costs only its batch norm's `width` offsets."""
+def _shared_net(name: str, repeats: int, width: int = 14, stem: int = 6, offsets: bool = True) -> keras.Model:
+    """Depth without weights: a 3x3 convolution to `stem` channels, a separable block to 10, a max
+    pool, one to `width`, then ONE separable convolution (padding "same") applied `repeats` times,
+    each time with its own batch norm (no scale) and a residual connection; 1x1 convolution to the
+    classes and global average pooling. Each repeat costs only its batch norm's `width` offsets,
+    or nothing with offsets=False (normalisation only: its moving statistics are not trained)."""
     import keras
     from keras import layers
 
     sep = functools.partial(_separable_block, bn_scale=False)
     inputs = keras.Input(INPUT_SHAPE)
     x = inputs
-    for layer in [*_conv_block(6), *sep(10), layers.MaxPool2D(), *sep(width)]:  # 26 | 24 | 12 | 10x10
+    for layer in [*_conv_block(stem), *sep(10), layers.MaxPool2D(), *sep(width)]:  # 26 | 24 | 12 | 10x10
         x = layer(x)
     shared = layers.SeparableConv2D(width, 3, padding="same", use_bias=False, name="shared_block")
     for _ in range(repeats):
-        x = layers.ReLU()(layers.Add()([x, batch_norm(scale=False)(shared(x))]))
+        x = layers.ReLU()(layers.Add()([x, batch_norm(scale=False, center=offsets)(shared(x))]))
     x = layers.GlobalAveragePooling2D()(layers.Conv2D(NUM_CLASSES, 1)(x))
     return keras.Model(inputs, layers.Activation("softmax")(x), name=name)
 
@@ -275,6 +276,14 @@ def share1k6() -> keras.Model:
     --augment-shift 1`: 98.89 +- 0.07% over 5 seeds (holdout; configs/frontier1k-share1k6.yaml),
     0.11 points short of 99.0%."""
     return _shared_net("share1k6", repeats=6)
+
+
+@register
+def share16() -> keras.Model:
+    """`share1k6` widened to 16 channels where the shared block works: its 6 applications
+    normalise without trained offsets, so depth costs no weights at all, and the first
+    convolution has 5 filters to pay for the width. 991 trainable."""
+    return _shared_net("share16", repeats=6, width=16, stem=5, offsets=False)
 
 
 @register
