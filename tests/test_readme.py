@@ -65,3 +65,16 @@ def test_a_stale_frontier_table_is_caught(tmp_path):
     completed = subprocess.run([sys.executable, str(REPO / "jobs" / "frontier.py"), "--check", "--doc", str(stale)],
                                cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1 and "are stale" in completed.stderr
+
+
+def test_the_frontier_plots_each_model_once_with_its_most_seeded_recipe():
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO))
+    from jobs.frontier import most_seeded
+
+    summary = pd.DataFrame({"model": ["share1k6", "share1k6", "share1k6", "deep1k"], "max_epochs": [30, 40, 30, 30],
+                            "ok_runs": [5, 8, 2, 5]})
+    chosen = most_seeded(summary).set_index("model")
+    assert chosen.loc["share1k6", "max_epochs"] == 40 and chosen.loc["deep1k", "ok_runs"] == 5
+    assert len(chosen) == 2
