@@ -67,14 +67,19 @@ def test_a_stale_frontier_table_is_caught(tmp_path):
     assert completed.returncode == 1 and "are stale" in completed.stderr
 
 
-def test_the_frontier_plots_each_model_once_with_its_most_seeded_recipe():
+def test_the_frontier_draws_each_model_once_with_its_final_recipe_chosen_on_validation():
     import pandas as pd
 
     sys.path.insert(0, str(REPO))
-    from jobs.frontier import most_seeded
+    from jobs.frontier import final_recipe
 
-    summary = pd.DataFrame({"model": ["share1k6", "share1k6", "share1k6", "deep1k"], "max_epochs": [30, 40, 30, 30],
-                            "ok_runs": [5, 8, 2, 5]})
-    chosen = most_seeded(summary).set_index("model")
-    assert chosen.loc["share1k6", "max_epochs"] == 40 and chosen.loc["deep1k", "ok_runs"] == 5
+    # share1k6: a screen with the best validation, then two finals; the final with the higher
+    # validation wins although the other has more seeds and the higher test accuracy
+    summary = pd.DataFrame({"model": ["share1k6", "share1k6", "share1k6", "deep1k", "deep1k"],
+                            "max_epochs": [30, 40, 60, 30, 40], "ok_runs": [2, 8, 6, 2, 2],
+                            "val_accuracy_mean": [0.995, 0.9892, 0.9900, 0.985, 0.986],
+                            "test_accuracy_mean": [0.99, 0.9910, 0.9900, 0.98, 0.97]})
+    chosen = final_recipe(summary).set_index("model")
+    assert chosen.loc["share1k6", "max_epochs"] == 60
+    assert chosen.loc["deep1k", "max_epochs"] == 40  # no final: the screen with the better validation
     assert len(chosen) == 2
