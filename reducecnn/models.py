@@ -289,6 +289,14 @@ def share16() -> keras.Model:
 
 
 @register
+def share1k9() -> keras.Model:
+    """`share1k6` with its shared block applied 9 times: half as deep again, kept under 1,000 by
+    a first convolution of 5 filters instead of 6; each application keeps its trained offsets
+    (`share16`, which dropped them, screened lower). 997 trainable."""
+    return _shared_net("share1k9", repeats=9, stem=5)
+
+
+@register
 def conv8k() -> keras.Model:
     """Frontier, <= 8,000 parameters in 15 epochs: full 3x3 convolutions 8-16 | 16-28, 7,918
     trainable. Screened with sep8k's recipe: validation 99.26 / 99.22% over 2 seeds, below sep8k."""
