@@ -70,7 +70,7 @@ def _other_schema_version(tmp: Path) -> None:
 
 # (case, flags or a function of (tmp, mnist) giving flags, message in the one line)
 CASES = [
-    ("unknown model", ["--models", "baseline,nope"], "unknown model 'nope'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k9, small, small2000, small2k"),
+    ("unknown model", ["--models", "baseline,nope"], "unknown model 'nope'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k6s, share1k9, small, small2000, small2k"),
     ("zero seeds", ["--seeds", "0"], "seeds: a number of seeds must lie between 1 and 100,000, got 0"),
     ("negative seeds", ["--seeds", "-2"], "seeds: a number of seeds must lie between 1 and 100,000, got -2"),
     ("too many seeds", ["--seeds", str(2**40)], "seeds: a number of seeds must lie between 1 and 100,000"),

@@ -23,7 +23,7 @@ def _one_line_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k9, small, small2000, small2k"),
+    (["--models", "nope"], "unknown model 'nope'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k6s, share1k9, small, small2000, small2k"),
     (["--seeds", "0"], "seeds: a number of seeds must lie between 1 and 100,000, got 0"),
     (["--seed-list=-1,2"], "seeds: must be between 0 and 4294967295 (2**32 - 1), got -1"),
     (["--epochs", "0"], "epochs: must be greater than or equal to 1"),

@@ -19,6 +19,7 @@ from reducecnn.models import MODELS, describe
     ("share1k6", 1_212, 984, 228, 33),
     ("share16", 1_245, 991, 254, 33),
     ("share1k9", 1_307, 997, 310, 42),
+    ("share1k6s", 1_221, 987, 234, 33),
     ("conv8k", 8_054, 7_918, 136, 17),
     ("sep8k", 8_122, 7_786, 336, 17),
 ])
@@ -55,7 +56,7 @@ def test_models_end_in_softmax_over_ten_classes():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k9, small, small2000, small2k"):
+    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k6s, share1k9, small, small2000, small2k"):
         RunSpec(model="aproach1", seed=0)
 
 
@@ -64,7 +65,7 @@ def test_small_models_stay_within_two_thousand_trainable_parameters(name):
     assert describe(MODELS[name]()).params_trainable <= 2_000
 
 
-@pytest.mark.parametrize("name, budget", [("sep1k", 1_000), ("deep1k", 1_000), ("share1k", 1_000), ("share1k6", 1_000), ("share16", 1_000), ("share1k9", 1_000), ("conv8k", 8_000), ("sep8k", 8_000)])
+@pytest.mark.parametrize("name, budget", [("sep1k", 1_000), ("deep1k", 1_000), ("share1k", 1_000), ("share1k6", 1_000), ("share16", 1_000), ("share1k9", 1_000), ("share1k6s", 1_000), ("conv8k", 8_000), ("sep8k", 8_000)])
 def test_frontier_models_stay_within_their_budgets(name, budget):
     assert describe(MODELS[name]()).params_trainable <= budget
 
