@@ -158,6 +158,8 @@ def fashion_table(mnist: pd.DataFrame, fashion: pd.DataFrame) -> str:
 
 
 LABEL_OFFSETS = {"ruslangrimov 1,936": (-8, -12), "JoshWarn 997 (223 runs)": (-8, -14)}
+# our labels sit below right of their points, except where a claim's marker or label is there
+OUR_OFFSETS = {("share1k6", False): (-14, 9), ("share1k6", True): (8, 3)}  # (model, zoomed panel)
 # (x range, y range) of the two panels: everything, and the small models' corner
 PANELS = [((400, 2_000_000), (96.3, 99.8)), ((500, 12_000), (98.4, 99.75))]
 
@@ -172,7 +174,8 @@ def draw(axes, ours: pd.DataFrame, zoom: bool) -> None:
     for row in ours.itertuples(index=False):
         if inside(row.params_trainable, row.test_accuracy_mean * 100):
             axes.annotate(row.model, (float(row.params_trainable), row.test_accuracy_mean * 100),
-                          textcoords="offset points", xytext=(8, -12), fontsize=9, color="tab:blue")
+                          textcoords="offset points", xytext=OUR_OFFSETS.get((row.model, zoom), (8, -12)),
+                          fontsize=9, color="tab:blue")
     for index, claims in enumerate([[c for c in CLAIMS if c.label.startswith("study")],
                                     [c for c in CLAIMS if not c.label.startswith("study")]]):
         axes.scatter([c.params for c in claims], [c.accuracy * 100 for c in claims], marker=["*", "D"][index],
