@@ -57,9 +57,9 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     dataset = data.load(config.dataset, config.data_dir)
     location = store.locate(config.out, config.name)
     store.prepare(location)
-    store.recorded_ok(location)  # an unreadable results file stops us before anything is written
+    done = store.recorded_ok(location)  # an unreadable results file stops us before anything is written
     store.write_config(location, config.model_dump_json(indent=2))
-    return runner.run_benchmark(config, dataset, location)
+    return runner.run_benchmark(config, dataset, location, done=done)
 
 
 def load_runs(*folders: str | Path) -> pd.DataFrame:

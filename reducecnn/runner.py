@@ -1,29 +1,27 @@
-"""Ray: (model, seed) runs as tasks, alone or a few together, results written by the driver as they arrive."""
+"""The driver: plan where every run trains, then feed Ray tasks (one run each) and group trainers
+(one actor per GPU or CPU slot), writing each result the moment it arrives."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from tqdm import tqdm
 
-from reducecnn import data, logs
-from reducecnn.config import BenchmarkConfig, RunSpec
-from reducecnn.train import RunResult, failed_record, with_fields
-from reducecnn.vectorized import groups
+import reducecnn
+from reducecnn import data, logs, plan, store, worker
+from reducecnn.config import GRID_FIELDS, BenchmarkConfig, RunSpec, UserError
+from reducecnn.train import RunResult, with_fields
 
-if TYPE_CHECKING:
-    from reducecnn import store
-
-DEFAULT_GPU_FRACTION = 0.125  # GPUs per task when the cluster has GPUs: up to eight tasks share one GPU
-# Seeds per vectorized task where tasks get a GPU: approach1 at K=64 ran 7.1x eight packed separate
-# runs on an H100 (docs/performance.md); on CPUs one run per task stays the default (grouped
-# convolutions are slow on TensorFlow's CPU kernels).
-GPU_GROUP_SIZE = 64
+WAITING_NOTICE_SECONDS = 30  # how often the driver says it still waits for GPU workers
+TRAINER_QUEUE = 2  # groups handed to a trainer at once: one training, one being built
 
 
 @dataclass(frozen=True)
@@ -38,137 +36,307 @@ class Outcome:
     wall_seconds: float
 
 
+@contextlib.contextmanager
+def _in_package_parent():
+    """Run inside the folder that holds the installed package. Ray puts the driver's working
+    directory first on every worker's sys.path, so a folder named `reducecnn` where the user
+    stands (a checkout's root, say) would shadow the package in the workers."""
+    here = os.getcwd()
+    os.chdir(Path(reducecnn.__file__).resolve().parents[1])
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def connect(address: str | None) -> str | None:
     """Join the cluster at `address` (or $RAY_ADDRESS, or one `ray start` left here), else start
     a local Ray; returns the dashboard URL, if any."""
     if ray.is_initialized():
         return None
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        context = ray.init(address=address, **logs.ray_init_options())
-    else:
-        # A laptop run: the dashboard (and the Jobs API behind it) listens on localhost only.
-        context = ray.init(dashboard_host="127.0.0.1", **logs.ray_init_options())
+    with _in_package_parent():
+        if address:
+            context = ray.init(address=address, **logs.ray_init_options())
+        else:
+            # A laptop run: the dashboard (and the Jobs API behind it) listens on localhost only.
+            context = ray.init(dashboard_host="127.0.0.1", **logs.ray_init_options())
     return context.dashboard_url or None
 
 
-def _train_task(specs: list[RunSpec], arrays: tuple, dataset_name: str, threads: int,
-                cpu_devices: int, verbose: bool = False) -> list[RunResult]:
-    """Ray task body: rebuild the splits from the shared arrays and train the runs, one or a vectorized group."""
-    logs.set_verbose(verbose)
-    logs.import_frameworks()  # before anything imports TensorFlow
-    from reducecnn import train, vectorized
-
-    dataset = data.Dataset(dataset_name, "ray object store", "", *arrays)
-    splits = data.split(dataset, specs[0].protocol, specs[0].train_limit)
-    outcomes: list = []
-    if len(specs) > 1:
-        try:
-            outcomes = vectorized.train_group(specs, splits, threads=threads)
-        except vectorized.NotVectorizable:
-            outcomes = []  # a layer the stacked form does not cover: train the runs one by one
-    for spec in specs[len(outcomes):]:
-        try:
-            outcomes.append(train.run(spec, splits, threads=threads, cpu_devices=cpu_devices))
-        except train.RunFailed as error:
-            outcomes.append(error)
-    node = ray.get_runtime_context().get_node_id()
-    return [_failure(spec, outcome) if isinstance(outcome, Exception)
-            else RunResult(with_fields(outcome.record, ray_node_id=node), outcome.epochs)
-            for spec, outcome in zip(specs, outcomes)]
+@ray.remote(num_cpus=0)
+def _worker_version() -> str | None:
+    return getattr(reducecnn, "__version__", None)
 
 
-def group_size(config: BenchmarkConfig, gpus_per_task: float) -> int:
-    """Runs per task: --runs-per-task, else GPU_GROUP_SIZE where a task gets (part of) one GPU, else 1."""
-    if config.runs_per_task is not None:
-        return config.runs_per_task
-    return GPU_GROUP_SIZE if 0 < gpus_per_task < 2 else 1
+def check_workers() -> None:
+    """One clear line before anything trains when the workers import another reducecnn."""
+    theirs = ray.get(_worker_version.remote())
+    if theirs != reducecnn.__version__:
+        found = f"reducecnn {theirs}" if theirs else "a folder named reducecnn instead of the package"
+        raise UserError(f"Ray workers import {found}, this driver reducecnn {reducecnn.__version__}: install the "
+                        "same version on every node (pip install -e . in each checkout)")
 
 
-def task_resources(config: BenchmarkConfig) -> dict:
-    """Ray task options for one run, from the config and what the cluster has."""
-    gpus = config.gpus_per_run
-    if gpus is None:
-        gpus = DEFAULT_GPU_FRACTION if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return {
-        "num_cpus": config.cpus_per_run,
-        "num_gpus": gpus,
-        "resources": dict(config.resources_per_run),
-        "max_retries": config.max_retries,
-        "scheduling_strategy": "SPREAD",
-    }
+def cluster_now(address: str | None) -> plan.Cluster:
+    """The cluster's CPUs and GPUs now, and whether an autoscaler can add GPU nodes."""
+    resources = ray.cluster_resources()
+    joined = bool(address or os.environ.get("RAY_ADDRESS"))
+    return plan.Cluster(cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0),
+                        can_add_gpus=joined and plan.autoscaler_gpus())
 
 
-def _failure(spec: RunSpec, error: Exception) -> RunResult:
-    """A failed record from whatever the task raised (its own exception or a dead worker)."""
-    cause = getattr(error, "cause", None) or error
-    message = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
-    return RunResult(failed_record(spec, f"{type(cause).__name__}: {message}"[:2000]))
+def _recipe_label(record, varying: tuple[str, ...]) -> str:
+    """' [learning_rate 0.005, augment_shift 1]' for the grid fields that vary; '' otherwise."""
+    names = {"epochs": "max_epochs"}
+    values = [f"{name} {getattr(record, names.get(name, name)):g}" if isinstance(
+        getattr(record, names.get(name, name)), float) else f"{name} {getattr(record, names.get(name, name))}"
+        for name in varying]
+    return f" [{', '.join(values)}]" if values else ""
 
 
-def _line(result: RunResult) -> str:
-    """One line per finished run for the log."""
+def _line(result: RunResult, varying: tuple[str, ...] = ()) -> str:
+    """One line per finished run for the log, naming the recipe where the benchmark is a grid."""
     record = result.record
+    who = f"{record.model} seed {record.seed}{_recipe_label(record, varying)}"
     if record.status != "ok":
-        return f"FAILED {record.model} seed {record.seed}: {record.error}"
-    return (f"ok {record.model} seed {record.seed}: test accuracy {record.test_accuracy:.4f}, "
+        return f"FAILED {who}: {record.error}"
+    return (f"ok {who}: test accuracy {record.test_accuracy:.4f}, "
             f"{logs.plural(record.epochs_run, 'epoch')} in {record.train_seconds:.0f} s"
             + logs.chance_hint(record.test_accuracy))
 
 
-def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location,
-                  specs: list[RunSpec] | None = None) -> Outcome:
-    """Train every spec (default: the config's) not yet recorded ok, writing each record as it finishes."""
-    # Imported here, not at the top: a Ray worker imports this module for `_train_task`, and
-    # the store's pandas and pyarrow would cost it 0.4 s before its first run (every run on GPUs).
-    from reducecnn import store
+@dataclass
+class _Trainer:
+    actor: object
+    ready: bool = False
+    outstanding: int = 0
 
+
+@dataclass
+class _Group:
+    group_id: str
+    specs: list[RunSpec]
+    trainer: int = -1
+    received: set[str] = field(default_factory=set)
+
+    def unreceived(self) -> list[RunSpec]:
+        return [spec for spec in self.specs if spec.run_id not in self.received]
+
+
+class _Driver:
+    """The loop over everything in flight: tasks, trainers starting, groups streaming members."""
+
+    def __init__(self, config: BenchmarkConfig, the_plan: plan.Plan, location: store.Location,
+                 arrays_ref, dataset_name: str, bar: tqdm):
+        self.config, self.plan, self.location, self.bar = config, the_plan, location, bar
+        self.arrays_ref, self.dataset_name = arrays_ref, dataset_name
+        self.threads = max(1, round(config.cpus_per_run))
+        self.varying = tuple(name for name in GRID_FIELDS if len(getattr(config, name)) > 1)
+        self.pending: dict = {}
+        self.queue: collections.deque[_Group] = collections.deque()
+        self.trainers: list[_Trainer] = []
+        self.attempts: collections.Counter[str] = collections.Counter()
+        self.ok = self.failed = 0
+        self.invocation = uuid.uuid4().hex[:8]
+        self.groups_made = 0
+
+    def _group(self, specs: list[RunSpec]) -> _Group:
+        self.groups_made += 1
+        return _Group(f"{self.invocation}-g{self.groups_made}", specs)
+
+    def start(self) -> None:
+        """Submit every single run, start the trainers, queue the groups."""
+        remote = ray.remote(max_calls=1 if self.plan.task_options["num_gpus"] else 0)(worker.train_task)
+        for spec in self.plan.singles:
+            ref = remote.options(**self.plan.task_options).remote(spec, self.arrays_ref, self.dataset_name,
+                                                                  self.threads, self.config.cpu_devices, logs.verbose())
+            self.pending[ref] = ("single", spec)
+        self.queue.extend(self._group(specs) for specs in self.plan.groups)
+        for _ in range(self.plan.trainers):
+            self._start_trainer()
+
+    def _start_trainer(self, index: int | None = None) -> None:
+        """Start a trainer (in slot `index`, replacing one that could not start); it says when it is placed."""
+        env = {name: os.environ[name] for name in ("KERAS_BACKEND",) if name in os.environ}
+        if self.plan.trainer_options["num_gpus"] and self.plan.trainer_options["num_gpus"] < 1:
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # JAX would take 75% of a GPU it shares
+        options = dict(self.plan.trainer_options, max_concurrency=TRAINER_QUEUE,
+                       max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env} if env else None)
+        actor = ray.remote(worker.GroupTrainer).options(**options).remote(
+            self.dataset_name, self.threads, logs.verbose())
+        if index is None:
+            self.trainers.append(_Trainer(actor))
+            index = len(self.trainers) - 1
+        else:
+            self.trainers[index] = _Trainer(actor)
+        self.pending[actor.ready.remote()] = ("ready", index)
+
+    def _dispatch(self, index: int) -> None:
+        """Hand queued groups to trainer `index` until it holds TRAINER_QUEUE; release it when idle."""
+        trainer = self.trainers[index]
+        while trainer.ready and trainer.outstanding < TRAINER_QUEUE and self.queue:
+            group = self.queue.popleft()
+            group.trainer = index
+            trainer.outstanding += 1
+            self.pending[trainer.actor.train.remote(group.group_id, group.specs, self.arrays_ref)] = ("group", group)
+        if trainer.ready and not trainer.outstanding and not self.queue:
+            ray.kill(trainer.actor)  # its GPU or CPU goes to whatever still waits
+            trainer.ready = False
+
+    def record(self, result: RunResult) -> None:
+        """Write one result now; a run another writer already recorded ok counts as ok."""
+        record = with_fields(result.record, benchmark=self.config.name)
+        written = store.write_run(record, result.epochs, self.location)
+        self.ok += record.status == "ok" or not written
+        self.failed += record.status != "ok" and written
+        self.bar.write(_line(result, self.varying) + ("" if written else "; an ok record was already there: kept it, "
+                                                      "this result not written"), file=sys.stderr)
+        self.bar.update()
+
+    def step(self, waitable) -> None:
+        """Handle one ready task, trainer start or streamed member."""
+        kind, item = self.pending.pop(waitable)
+        if kind == "single":
+            try:
+                result = ray.get(waitable)
+            except ray.exceptions.RayError as error:
+                result = worker.failure(item, error)
+            self.record(result)
+        elif kind == "ready":
+            try:
+                ray.get(waitable)
+                self.trainers[item].ready = True
+            except ray.exceptions.ActorUnavailableError:
+                time.sleep(0.5)  # restarting after a death: ask again until it answers
+                self._await_trainer(item)
+            except ray.exceptions.RayError as error:
+                self._trainer_lost(item, error)
+            self._dispatch(item)
+        else:
+            self._stream(waitable, item)
+
+    def _await_trainer(self, index: int) -> None:
+        """Send no group to trainer `index` until it answers again (Ray restarts a dead one)."""
+        self.trainers[index].ready = False
+        if not any(kind == "ready" and item == index for kind, item in self.pending.values()):
+            self.pending[self.trainers[index].actor.ready.remote()] = ("ready", index)
+
+    def _trainer_lost(self, index: int, error: Exception) -> None:
+        """A trainer that could not start: start another, or fail what waits when none is left."""
+        self.attempts[f"trainer-{index}"] += 1
+        if self.attempts[f"trainer-{index}"] <= self.config.max_retries:
+            ray.kill(self.trainers[index].actor)
+            self._start_trainer(index)
+        elif not any(t.ready for t in self.trainers):
+            while self.queue:
+                for spec in self.queue.popleft().specs:
+                    self.record(worker.failure(spec, error))
+
+    def settle(self) -> None:
+        """When every group is done, trainers still waiting for a place are not needed: drop them."""
+        if self.queue or any(kind == "group" for kind, _ in self.pending.values()):
+            return
+        for waitable, (kind, index) in list(self.pending.items()):
+            if kind == "ready":
+                del self.pending[waitable]
+                ray.kill(self.trainers[index].actor)
+
+    def _stream(self, generator, group: _Group) -> None:
+        """The next member of a streaming group, its end, or its trainer's failure."""
+        trainer = self.trainers[group.trainer]
+        try:
+            result = ray.get(next(generator))
+        except StopIteration:
+            trainer.outstanding -= 1
+            if group.unreceived():  # cannot happen unless a trainer skips members: retry them
+                self.queue.appendleft(self._group(group.unreceived()))
+            self._dispatch(group.trainer)
+            return
+        except ray.exceptions.RayError as error:
+            trainer.outstanding -= 1
+            self._group_failed(group, error)
+            self._dispatch(group.trainer)
+            for index, other in enumerate(self.trainers):
+                if other.ready and index != group.trainer:
+                    self._dispatch(index)
+            return
+        group.received.add(result.record.run_id)
+        self.record(result)
+        self.pending[generator] = ("group", group)
+
+    def _group_failed(self, group: _Group, error: Exception) -> None:
+        """Out of memory: retry in halves. A dead trainer (restarted by Ray): retry the members not
+        yet recorded, up to --max-retries each. Anything else: record them failed."""
+        left = group.unreceived()
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, worker.GroupOutOfMemory) and len(left) > 1:
+            half = len(left) // 2
+            self.bar.write(f"{group.group_id}: out of memory with {len(left)} members; retrying as "
+                           f"{half} + {len(left) - half}", file=sys.stderr)
+            self.queue.extendleft([self._group(left[half:]), self._group(left[:half])])
+            return
+        if isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+            self._await_trainer(group.trainer)
+            retry = []
+            for spec in left:
+                self.attempts[spec.run_id] += 1
+                if self.attempts[spec.run_id] <= self.config.max_retries:
+                    retry.append(spec)
+                else:
+                    self.record(worker.failure(spec, error))
+            if retry:
+                self.bar.write(f"{group.group_id}: its trainer died; retrying the {logs.plural(len(retry), 'run')} "
+                               "not yet recorded", file=sys.stderr)
+                self.queue.appendleft(self._group(retry))
+            return
+        for spec in left:
+            self.record(worker.failure(spec, error))
+
+
+def _waiting_notice(driver: _Driver, started: float, last: float) -> float:
+    """Say, every WAITING_NOTICE_SECONDS, that GPU trainers are still being placed."""
+    now = time.monotonic()
+    if not driver.plan.on_gpus or not driver.trainers or any(t.ready for t in driver.trainers) or not driver.queue:
+        return last
+    if now - last >= WAITING_NOTICE_SECONDS:
+        minutes, seconds = divmod(int(now - started), 60)
+        driver.bar.write(f"waiting for GPU workers: 0 of {logs.plural(len(driver.trainers), 'trainer')} placed, "
+                         f"{minutes}m{seconds:02d}s so far (`ray status` shows the autoscaler's progress)",
+                         file=sys.stderr)
+        return now
+    return last
+
+
+def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: store.Location,
+                  specs: list[RunSpec] | None = None, done: set[str] | None = None) -> Outcome:
+    """Train every spec (default: the config's) not yet recorded ok, writing each record as it finishes."""
     start = time.perf_counter()
     specs = config.specs() if specs is None else specs
-    done = store.recorded_ok(location)
+    done = store.recorded_ok(location) if done is None else done
     todo = [spec for spec in specs if spec.run_id not in done]
     print(f"{logs.plural(len(specs), 'run')} ({config.shape()}) in {config.name}: "
           f"{len(specs) - len(todo)} already recorded, {len(todo)} to train",
           file=sys.stderr)
-    ok = failed = 0
+    driver = None
     if todo:
         dashboard = connect(config.address)
         if dashboard:
             print(f"Ray dashboard: http://{dashboard.removeprefix('http://')}", file=sys.stderr)
+        check_workers()
+        the_plan = plan.make_plan(config, todo, cluster_now(config.address))
+        print(the_plan.line(), file=sys.stderr)
         arrays_ref = ray.put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
-        options = task_resources(config)
-        threads = max(1, round(config.cpus_per_run))
-        # GPU runs get a fresh process each (max_calls=1) so a finished run hands its GPU memory
-        # back. CPU workers are reused (0 = no limit): TensorFlow's import and start-up cost seconds
-        # per run, and every run of a benchmark asks for the same threads, fixed per process.
-        remote = ray.remote(max_calls=1 if options["num_gpus"] else 0)(_train_task)
-        # Seeds of one model and recipe go together, up to K per task, as one vectorized
-        # computation (reducecnn/vectorized.py); K = 1 on CPUs unless --runs-per-task says otherwise.
-        chunks = groups(todo, group_size(config, options["num_gpus"]))
-        print(f"{logs.plural(len(todo), 'run')} in {logs.plural(len(chunks), 'task')}", file=sys.stderr)
-        pending = {
-            remote.options(**options).remote(chunk, arrays_ref, dataset.name, threads, config.cpu_devices,
-                                             logs.verbose()): chunk
-            for chunk in chunks
-        }
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
-            while pending:
+            driver = _Driver(config, the_plan, location, arrays_ref, dataset.name, bar)
+            driver.start()
+            started = last_notice = time.monotonic()
+            while driver.pending:
                 # A timeout keeps the driver returning to Python, so Ctrl-C interrupts it at once.
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                if not ready:
-                    continue
-                [finished] = ready
-                chunk = pending.pop(finished)
-                try:
-                    results = ray.get(finished)
-                except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as error:
-                    results = [_failure(spec, error) for spec in chunk]
-                for result in results:
-                    record = with_fields(result.record, benchmark=config.name)
-                    written = store.write_run(record, result.epochs, location)
-                    # A run another writer already recorded ok counts as ok, whatever this copy gave.
-                    ok, failed = ok + (record.status == "ok" or not written), failed + (record.status != "ok" and written)
-                    bar.write(_line(result) + ("" if written else "; an ok record was already there: kept it, "
-                                               "this result not written"), file=sys.stderr)
-                    bar.update()
+                ready, _ = ray.wait(list(driver.pending), num_returns=1, timeout=1.0)
+                if ready:
+                    driver.step(ready[0])
+                    driver.settle()
+                last_notice = _waiting_notice(driver, started, last_notice)
+    ok, failed = (driver.ok, driver.failed) if driver else (0, 0)
     return Outcome(location, len(specs), len(specs) - len(todo), ok, failed, time.perf_counter() - start)

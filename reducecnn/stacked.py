@@ -42,14 +42,20 @@ class StackedModel:
     stat_slots: list[Slot] = field(default_factory=list)
     layers: list[tuple[Callable, int, int]] = field(default_factory=list)  # (fn, params used, stats used)
 
-    def forward(self, params: list, stats: list, images, training: bool) -> tuple[Any, list]:
-        """images [B, H, W, K] -> probabilities [B, K, classes], and the updated batch-norm statistics."""
+    def forward(self, params: list, stats: list, images, training: bool) -> tuple[Any, list, Any]:
+        """images [B, H, W, K] -> probabilities [B, K, classes], the updated batch-norm statistics,
+        and per member whether any activation went non-finite ([K] bool, before `finite` zeroed it)."""
+        from keras import ops
+
         x, new_stats, p, s = images, [], 0, 0
+        overflowed = ops.zeros((self.seeds,), "bool")
         for fn, n_params, n_stats in self.layers:
-            x, updated = fn(x, params[p:p + n_params], stats[s:s + n_stats], training)
+            x, updated, bad = fn(x, params[p:p + n_params], stats[s:s + n_stats], training)
             new_stats += updated
+            if bad is not None:
+                overflowed = ops.logical_or(overflowed, bad)
             p, s = p + n_params, s + n_stats
-        return x, new_stats
+        return x, new_stats, overflowed
 
 
 def per_seed(values, shape: tuple, slot: Slot, seeds: int):
@@ -62,12 +68,22 @@ def per_seed(values, shape: tuple, slot: Slot, seeds: int):
     return ops.reshape(expanded, target)
 
 
+def nonfinite_by_member(x, seeds: int):
+    """[K] bool: does member k's block of the last axis hold a non-finite value anywhere?"""
+    from keras import ops
+
+    by_member = ops.reshape(x, (-1, seeds, x.shape[-1] // seeds))
+    return ops.logical_not(ops.all(ops.isfinite(by_member), axis=(0, 2)))
+
+
 def finite(x):
     """Identity for finite values; non-finite values, and non-finite gradients flowing back, become 0.
 
     Around convolutions: TensorFlow's CPU kernel for a grouped convolution's filter gradient
     lets a NaN of one group (a diverging member) into every group's gradient, which would fail
-    every member of the group; a member's own non-finite loss still fails it alone.
+    every member of the group. What was zeroed is not hidden: the convolutions report each
+    member's non-finite outputs (`nonfinite_by_member`), and such a member fails alone, as its
+    separate run would.
     """
     from keras import ops
 
@@ -100,6 +116,7 @@ def stack(models: list) -> StackedModel:
 
     if not isinstance(models[0], keras.Sequential):
         raise NotVectorizable("only keras.Sequential models are supported (no branches or shared layers)")
+    _check_training_is_plain(models[0])
     stacked = StackedModel(seeds=len(models))
     flat = False
     for position, layer in enumerate(models[0].layers):
@@ -108,6 +125,26 @@ def stack(models: list) -> StackedModel:
     if not flat:
         raise NotVectorizable("the model must end in a dense layer or global pooling")
     return stacked
+
+
+def _check_training_is_plain(model) -> None:
+    """The stacked trainer minimises the cross-entropy with Adam and nothing else: a model that
+    adds to its loss (regularizers, `add_loss`), constrains its weights or trains its own way
+    would train differently stacked, so it is not vectorized."""
+    import keras
+
+    for method in ("train_step", "compute_loss"):
+        if getattr(type(model), method) is not getattr(keras.Sequential, method):
+            raise NotVectorizable(f"a custom {method} is not supported")
+    for layer in model.layers:
+        config = layer.get_config()
+        for key, value in config.items():
+            if value is not None and key.endswith(("_regularizer", "_constraint")):
+                what = value.get("class_name", value) if isinstance(value, dict) else value
+                raise NotVectorizable(f"{type(layer).__name__} has a {key.replace('_', ' ')} ({what}): "
+                                      "penalties and constraints are not in the stacked form")
+    if model.losses:
+        raise NotVectorizable("the model adds its own losses (add_loss), which the stacked form leaves out")
 
 
 def _add(stacked: StackedModel, fn: Callable, params=(), stats=()) -> None:
@@ -140,8 +177,8 @@ def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
         params += [(_concat([w[1] for w in weights], 0), Slot(0, out))] if bias else []
 
         def conv(x, p, s, training):
-            y = finite(ops.conv(finite(x), p[0], strides=strides, padding=padding))
-            return act(y + p[1] if bias else y), []
+            raw = ops.conv(finite(x), p[0], strides=strides, padding=padding)
+            return act(finite(raw) + p[1] if bias else finite(raw)), [], nonfinite_by_member(raw, k)
 
         _add(stacked, conv, params)
     elif kind == "SeparableConv2D":
@@ -154,20 +191,22 @@ def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
         params += [(_concat([w[2] for w in weights], 0), Slot(0, out))] if bias else []
 
         def separable(x, p, s, training):
-            y = finite(ops.conv(finite(ops.depthwise_conv(finite(x), p[0], strides=strides, padding=padding)), p[1]))
-            return act(y + p[2] if bias else y), []
+            depthwise = ops.depthwise_conv(finite(x), p[0], strides=strides, padding=padding)
+            raw = ops.conv(finite(depthwise), p[1])
+            bad = ops.logical_or(nonfinite_by_member(depthwise, k), nonfinite_by_member(raw, k))
+            return act(finite(raw) + p[2] if bias else finite(raw)), [], bad
 
         _add(stacked, separable, params)
     elif kind in ("MaxPooling2D", "AveragePooling2D"):
         pool = ops.max_pool if kind == "MaxPooling2D" else ops.average_pool
         size, strides, padding = config["pool_size"], config["strides"], config["padding"]
-        _add(stacked, lambda x, p, s, training: (pool(x, size, strides, padding), []))
+        _add(stacked, lambda x, p, s, training: (pool(x, size, strides, padding), [], None))
     elif kind == "GlobalAveragePooling2D":
         if config.get("keepdims"):
             raise NotVectorizable("GlobalAveragePooling2D(keepdims=True) is not supported")
 
         def global_pool(x, p, s, training):
-            return ops.reshape(ops.mean(x, axis=(1, 2)), (-1, k, x.shape[-1] // k)), []
+            return ops.reshape(ops.mean(x, axis=(1, 2)), (-1, k, x.shape[-1] // k)), [], None
 
         _add(stacked, global_pool)
         return True
@@ -177,7 +216,7 @@ def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
                 _, height, width, channels = x.shape
                 per = channels // k
                 y = ops.transpose(ops.reshape(x, (-1, height, width, k, per)), (0, 3, 1, 2, 4))
-                return ops.reshape(y, (-1, k, height * width * per)), []
+                return ops.reshape(y, (-1, k, height * width * per)), [], None
 
             _add(stacked, flatten)
         return True
@@ -190,7 +229,7 @@ def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
 
         def dense(x, p, s, training):
             y = ops.einsum("bkf,kfu->bku", x, p[0])
-            return act(y + p[1] if bias else y), []
+            return act(y + p[1] if bias else y), [], None
 
         _add(stacked, dense, params)
         return True
@@ -200,7 +239,7 @@ def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
         if kind == "ReLU" and (config["max_value"] is not None or config["negative_slope"] or config["threshold"]):
             raise NotVectorizable("ReLU with max_value, negative_slope or threshold is not supported")
         act = ops.relu if kind == "ReLU" else _activation(layer.activation, flat)
-        _add(stacked, lambda x, p, s, training: (act(x), []))
+        _add(stacked, lambda x, p, s, training: (act(x), [], None))
     else:
         raise NotVectorizable(f"layer {kind} is not supported")
     return flat
@@ -237,6 +276,6 @@ def _add_batch_norm(stacked: StackedModel, layer, weights: list, flat: bool) -> 
         if gamma is not None:
             inverse = inverse * gamma
         shift = -mean * inverse if beta is None else beta - mean * inverse
-        return x * inverse + shift, updated
+        return x * inverse + shift, updated, None
 
     _add(stacked, batch_norm, params, stats)

@@ -37,7 +37,8 @@ RUNS_SCHEMA = pa.schema([
     ("started_at", _TIMESTAMP), ("finished_at", _TIMESTAMP),
     ("host", pa.string()), ("ray_node_id", pa.string()), ("devices", pa.string()),
     ("strategy", pa.string()), ("replicas", pa.int32()), ("threads", pa.int32()), ("peak_rss_mb", pa.float64()),
-    ("group_size", pa.int32()), ("vectorized", pa.bool_()),
+    ("group_size", pa.int32()), ("vectorized", pa.bool_()), ("backend", pa.string()), ("group_id", pa.string()),
+    ("group_seconds", pa.float64()), ("compile_seconds", pa.float64()),
     ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
     ("ray_version", pa.string()), ("reducecnn_version", pa.string()), ("spec_json", pa.string()),
 ], metadata=_METADATA)

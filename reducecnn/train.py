@@ -77,6 +77,10 @@ class RunRecord:
     peak_rss_mb: float | None = None
     group_size: int | None = 1
     vectorized: bool | None = False
+    backend: str | None = None
+    group_id: str | None = None
+    group_seconds: float | None = None
+    compile_seconds: float | None = None
     tensorflow_version: str | None = None
     keras_version: str | None = None
     ray_version: str | None = None
@@ -280,7 +284,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
         devices=placement.devices, strategy=placement.strategy_name, replicas=placement.replicas,
         threads=placement.threads, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         tensorflow_version=tf.__version__, keras_version=keras.__version__,
-        ray_version=_version("ray"),
+        ray_version=_version("ray"), backend=keras.backend.backend(),
     )
     return RunResult(record, _epoch_rows(spec, history, seconds))
 

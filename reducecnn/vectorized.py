@@ -6,22 +6,30 @@ channel) keep it busy. Every member keeps what a separate `train.run` has: its i
 weights (built right after `set_random_seed(seed)`, as there), its batches and shifts
 (`batches.epoch_plan`, the same as `train.run`'s), its own Adam state and learning rate,
 its own early stopping (a stopped member is frozen: it is evaluated with its weights and
-moving statistics of its stop epoch) and its own non-finite-loss failure. Its row and epoch
-rows are those of a separate run, with `vectorized=True` and `group_size=K`.
+moving statistics of its stop epoch) and its own failure (a non-finite loss, weight or
+activation fails that member alone). Its row and epoch rows are those of a separate run,
+with `vectorized=True`, `group_size=K`, and its share of the group's time.
+
+Members stream: `train_members` yields each member's result the moment it stops, so a
+caller can record it before the rest of the group finishes. Compiled loops live in a
+`Session` keyed by shape (architecture, K, batch, split sizes, recipe), so a long-lived
+trainer compiles once per shape, not once per group.
 
 The model, loss and update are Keras 3 backend-neutral ops; per backend there is only the
-gradient and the compiled loop (`tf.function` + `tf.while_loop`, `jax.jit` + `fori_loop`).
+gradient and the compiled loop (`tf.function` + `tf.while_loop`, `jax.jit` + `fori_loop`,
+compiled ahead of the first call so compile time is measured apart).
 The uint8 images stay on the device; each step gathers its K batches by index.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import resource
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -29,46 +37,28 @@ from reducecnn.batches import epoch_plan, shift_images
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
 from reducecnn.models import NUM_CLASSES, builder, describe
+from reducecnn.plan import vector_key
 from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
 from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, RunResult, _epoch_rows, _version, record_for, should_stop
 
-# Fields members may differ in: everything else must be equal for one computation.
-PER_MEMBER = ("seed", "learning_rate", "patience")
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as the study used
-
-
-def vector_key(spec: RunSpec) -> str:
-    """Runs with equal keys can be one vectorized group: one model, data set and recipe."""
-    return json.dumps(spec.model_dump(mode="json", exclude=set(PER_MEMBER)), sort_keys=True)
-
-
-def groups(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
-    """Specs of equal `vector_key` in groups of at most `size`, as few and as even as possible."""
-    by_key: dict[str, list[RunSpec]] = {}
-    for spec in specs:
-        by_key.setdefault(vector_key(spec), []).append(spec)
-    chunks = []
-    for same in by_key.values():
-        count = math.ceil(len(same) / max(1, size))
-        step = math.ceil(len(same) / count)
-        chunks += [same[i:i + step] for i in range(0, len(same), step)]
-    return chunks
 
 
 def _backend() -> tuple[Callable, Callable, Callable]:
     """(value_and_grad, compile_loop, compile_function) for Keras's backend: the only
-    backend-specific code."""
+    backend-specific code. `compile_loop(run, donate, example)` compiles `run(carry, count, consts)`
+    for the example's shapes and count, now, and returns `call(carry, consts)`."""
     import keras
 
     if keras.backend.backend() == "jax":
         import jax
 
-        def compile_loop(body, donate: bool):
+        def compile_loop(run, donate: bool, example: tuple):
             # A static trip count: the loop is a scan, which XLA runs without reading the loop
             # condition back from the GPU every step. Counts per run are few (full batches, the rest).
-            def run(carry, count, consts):
-                return jax.lax.fori_loop(0, count, lambda i, c: body(c, i, consts), carry)
-            return jax.jit(run, static_argnums=(1,), donate_argnums=(0,) if donate else ())
+            carry, count, consts = example
+            jitted = jax.jit(run, static_argnums=(1,), donate_argnums=(0,) if donate else ())
+            return jitted.lower(carry, count, consts).compile()
 
         return (lambda fn: jax.value_and_grad(fn, has_aux=True)), compile_loop, jax.jit
     if keras.backend.backend() != "tensorflow":
@@ -83,34 +73,61 @@ def _backend() -> tuple[Callable, Callable, Callable]:
             return (value, aux), tape.gradient(value, params)
         return wrapped
 
-    def compile_loop(body, donate: bool):
-        @tf.function(reduce_retracing=True)
-        def run(carry, count, consts):
-            _, carry = tf.while_loop(lambda i, c: i < count, lambda i, c: (i + 1, body(c, i, consts)),
-                                     (tf.constant(0), carry), parallel_iterations=1)
-            return carry
-        return lambda carry, count, consts: run(carry, tf.constant(count, tf.int32), consts)
+    def compile_loop(run, donate: bool, example: tuple):
+        carry, count, consts = example
+        concrete = tf.function(run).get_concrete_function(carry, tf.constant(count, tf.int32), consts)
+        return lambda carry, consts: concrete(carry, tf.constant(count, tf.int32), consts)
 
     return value_and_grad, compile_loop, tf.function
 
 
+def _loop_over(body: Callable) -> Callable:
+    """`run(carry, count, consts)`: `count` iterations of `body(carry, i, consts)`, as the backend loops."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return lambda carry, count, consts: jax.lax.fori_loop(0, count, lambda i, c: body(c, i, consts), carry)
+    import tensorflow as tf
+
+    def run(carry, count, consts):
+        _, carry = tf.while_loop(lambda i, c: i < count, lambda i, c: (i + 1, body(c, i, consts)),
+                                 (tf.constant(0), carry), parallel_iterations=1)
+        return carry
+    return run
+
+
+def shape_key(spec: RunSpec, k: int, train_images: int) -> str:
+    """Groups with equal keys share compiled loops: one architecture, K, batch and recipe."""
+    digest = hashlib.sha256((spec.model_source or "").encode()).hexdigest()[:10]
+    return "/".join(str(part) for part in (spec.model, digest, k, spec.batch_size, spec.lr_schedule,
+                                           spec.epochs if spec.lr_schedule != "constant" else "-",
+                                           spec.augment_shift, train_images))
+
+
 class Trainer:
-    """Compiled train and evaluate loops of one stacked model and one recipe."""
+    """Compiled train and evaluate loops of one architecture, K and recipe (`shape_key`); every
+    group of that shape reuses them with its own weights. `compiles` counts the loops traced."""
 
     def __init__(self, stacked: StackedModel, spec: RunSpec, train_images: int):
         self.stacked, self.spec, self.k = stacked, spec, stacked.seeds
         self.train_images = train_images
-        self.value_and_grad, compile_loop, compile_function = _backend()
-        self._compile = compile_loop
+        self.value_and_grad, self._compile, compile_function = _backend()
         self._loops: dict[tuple, Callable] = {}
         self._finite = compile_function(self._finite_by_member)
+        self.compiles, self.compile_seconds = 0, 0.0
 
-    def _loop(self, kind: str, batch: int) -> Callable:
-        """The compiled loop of `kind` ('train' or 'eval') at a static batch size, built once."""
-        if (kind, batch) not in self._loops:
+    def _loop(self, kind: str, batch: int, count: int, carry, consts) -> Callable:
+        """The compiled loop of `kind` ('train' or 'eval') at a static batch size and count, built once."""
+        key = (kind, batch, count)
+        if key not in self._loops:
             body = self._train_body(batch) if kind == "train" else self._eval_body(batch)
-            self._loops[(kind, batch)] = self._compile(body, donate=kind == "train")
-        return self._loops[(kind, batch)]
+            start = time.perf_counter()
+            self._loops[key] = self._compile(_loop_over(body), kind == "train", (carry, count, consts))
+            self.compiles += 1
+            self.compile_seconds += time.perf_counter() - start
+        return self._loops[key]
 
     def _learning_rates(self, learning_rates, iteration):
         """Each member's learning rate at this step: constant, or Keras's CosineDecay to 0."""
@@ -130,7 +147,7 @@ class Trainer:
         k, stacked, shift = self.k, self.stacked, bool(self.spec.augment_shift)
 
         def body(carry, step, consts):
-            params, stats, moments, velocities, iteration, loss_sum, correct = carry
+            params, stats, moments, velocities, iteration, loss_sum, correct, overflowed = carry
             x_all, y_all, order, shifts, offset, learning_rates, active = consts
             start = offset + step * batch
             indices = ops.slice(order, (0, start), (k, batch))                      # [K, B]
@@ -141,11 +158,11 @@ class Trainer:
             labels = ops.one_hot(ops.transpose(ops.take(y_all, indices, axis=0)), NUM_CLASSES)  # [B, K, classes]
 
             def loss_of(weights):
-                probabilities, new_stats = stacked.forward(weights, stats, images, training=True)
+                probabilities, new_stats, bad = stacked.forward(weights, stats, images, training=True)
                 losses = ops.mean(categorical_crossentropy(labels, probabilities), axis=0)  # [K]
-                return ops.sum(losses), (losses, probabilities, new_stats)
+                return ops.sum(losses), (losses, probabilities, new_stats, bad)
 
-            (_, (losses, probabilities, new_stats)), gradients = self.value_and_grad(loss_of)(params)
+            (_, (losses, probabilities, new_stats, bad)), gradients = self.value_and_grad(loss_of)(params)
             t = ops.cast(iteration + 1, "float32")
             alpha = self._learning_rates(learning_rates, iteration) * ops.sqrt(1.0 - BETA_2 ** t) / (1.0 - BETA_1 ** t)
             updated = ([], [], [])
@@ -159,8 +176,9 @@ class Trainer:
             stats = [ops.where(per_seed(active, old.shape, slot, k) > 0, new, old)
                      for old, new, slot in zip(stats, new_stats, stacked.stat_slots)]
             hits = ops.cast(ops.argmax(probabilities, axis=-1) == ops.argmax(labels, axis=-1), "float32")
+            overflowed = ops.maximum(overflowed, ops.cast(bad, "float32") * active)
             return (*updated[:1], stats, *updated[1:], iteration + 1,
-                    loss_sum + losses * float(batch), correct + ops.sum(hits, axis=0))
+                    loss_sum + losses * float(batch), correct + ops.sum(hits, axis=0), overflowed)
 
         return body
 
@@ -178,7 +196,7 @@ class Trainer:
             images = ops.cast(ops.slice(x_all, (start, 0, 0), (batch, *x_all.shape[1:])), "float32") / 255.0
             images = ops.broadcast_to(images[..., None], (batch, *x_all.shape[1:], k))
             labels = ops.one_hot(ops.slice(y_all, (start,), (batch,)), NUM_CLASSES)[:, None, :]
-            probabilities, _ = stacked.forward(params, stats, images, training=False)
+            probabilities, _, _ = stacked.forward(params, stats, images, training=False)
             labels = ops.broadcast_to(labels, probabilities.shape)
             losses = ops.sum(categorical_crossentropy(labels, probabilities), axis=0)
             hits = ops.cast(ops.argmax(probabilities, axis=-1) == ops.argmax(labels, axis=-1), "float32")
@@ -189,20 +207,20 @@ class Trainer:
     def train_epoch(self, state: tuple, x, y, order: np.ndarray, shifts: np.ndarray, learning_rates, active,
                     steps: int | None = None) -> tuple:
         """One epoch of every member (or only its first `steps` full batches); returns the new
-        state (its last two entries: summed loss, hits)."""
+        state (its last three entries: summed loss, hits, and whether an activation overflowed)."""
         from keras import ops
 
         batch, images = self.spec.batch_size, order.shape[1]
         full, rest = divmod(images, batch)
         if steps is not None:
             full, rest = min(full, steps), 0
-        carry = (*state[:5], ops.zeros((self.k,), "float32"), ops.zeros((self.k,), "float32"))
+        carry = (*state[:5], *(ops.zeros((self.k,), "float32") for _ in range(3)))  # distinct: donated
         order, shifts = ops.convert_to_tensor(order), ops.convert_to_tensor(shifts)
         active = ops.convert_to_tensor(np.asarray(active, np.float32))
         for size, count, offset in ((batch, full, 0), (rest, 1, full * batch)):
             if size and count:
                 consts = (x, y, order, shifts, ops.convert_to_tensor(np.int32(offset)), learning_rates, active)
-                carry = self._loop("train", size)(carry, int(count), consts)
+                carry = self._loop("train", size, int(count), carry, consts)(carry, consts)
         return carry
 
     def evaluate(self, params, stats, x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +234,7 @@ class Trainer:
         for size, count, offset in ((batch, full, 0), (rest, 1, full * batch)):
             if size and count:
                 consts = (params, stats, x, y, ops.convert_to_tensor(np.int32(offset)))
-                carry = self._loop("eval", size)(carry, int(count), consts)
+                carry = self._loop("eval", size, int(count), carry, consts)(carry, consts)
         loss_sum, correct = (ops.convert_to_numpy(value) for value in carry)
         return loss_sum / images, correct / images
 
@@ -230,12 +248,29 @@ class Trainer:
         return finite
 
     def finite_members(self, params: list) -> np.ndarray:
-        """Per member: are all its weights finite? (Its activations are sanitised around
-        convolutions, so a diverged member can show a finite loss; its weights still say it
-        failed.) One compiled call."""
+        """Per member: are all its weights finite? One compiled call."""
         from keras import ops
 
         return ops.convert_to_numpy(self._finite(params)).astype(bool)
+
+
+@dataclass
+class Session:
+    """What a long-lived trainer keeps between groups: compiled trainers by shape, and each
+    split's arrays on the device (converted once)."""
+
+    trainers: dict[str, Trainer] = field(default_factory=dict)
+    arrays: dict[tuple[int, str], object] = field(default_factory=dict)
+
+    def on_device(self, data: Splits, name: str):
+        """`data`'s array `name` (x_train, y_val, ...) as a device tensor, labels as int32."""
+        from keras import ops
+
+        key = (id(data), name)
+        if key not in self.arrays:
+            values = getattr(data, name)
+            self.arrays[key] = ops.convert_to_tensor(values.astype(np.int32) if name.startswith("y") else values)
+        return self.arrays[key]
 
 
 def eval_batch(images: int, k: int) -> int:
@@ -277,8 +312,56 @@ def _device_name() -> str:
 
 
 def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) -> list[RunResult | RunFailed]:
-    """Train the specs as one computation; one RunResult (or RunFailed) per spec, in order."""
+    """Train the specs as one computation in a fresh session; one RunResult (or RunFailed) per spec, in order."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        from reducecnn import devices
+
+        devices.configure(threads, 1)
+    keras.backend.clear_session()
+    session = Session()
+    outcomes = dict(train_members(prepare(specs, data, session), data, session))
+    return [outcomes[index] for index in range(len(specs))]
+
+
+@dataclass
+class Prepared:
+    """A group ready to train: its trainer (from the session when its shape was seen before),
+    the stacked initial state on the device, and each member's model description."""
+
+    specs: list[RunSpec]
+    trainer: Trainer
+    state: tuple
+    infos: list
+    seconds: float  # building and stacking the members on the host
+
+
+def prepare(specs: list[RunSpec], data: Splits, session: Session) -> Prepared:
+    """Build each member as `train.run` would (its seed's initial weights), stack them, find or
+    make the trainer of this shape. Host work: a trainer does it while the previous group trains."""
     _check(specs)
+    from keras import ops
+
+    start = time.perf_counter()
+    members = build_members(specs)
+    infos = [describe(model) for model in members]
+    stacked = stack(members)
+    del members
+    key = shape_key(specs[0], len(specs), len(data.x_train))
+    if key not in session.trainers:
+        session.trainers[key] = Trainer(stacked, specs[0], len(data.x_train))
+    to_device = ops.convert_to_tensor
+    state = ([to_device(p) for p in stacked.params], [to_device(s) for s in stacked.stats],
+             [to_device(np.zeros_like(p)) for p in stacked.params],
+             [to_device(np.zeros_like(p)) for p in stacked.params], to_device(np.int32(0)))
+    return Prepared(specs, session.trainers[key], state, infos, time.perf_counter() - start)
+
+
+def train_members(prepared: Prepared, data: Splits, session: Session,
+                  group_id: str | None = None) -> Iterator[tuple[int, RunResult | RunFailed]]:
+    """Train a prepared group as one computation; yield (index, RunResult or RunFailed) for each
+    member the moment it stops (early stop, failure or the last epoch)."""
     import keras
     from keras import ops
 
@@ -286,65 +369,77 @@ def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) 
     if keras.backend.backend() == "tensorflow":
         from reducecnn import devices
 
-        devices.configure(threads, 1)
         threads_used = devices.place(1).threads
-    keras.backend.clear_session()
-    members = build_members(specs)
-    infos = [describe(model) for model in members]
-    stacked = stack(members)
-    del members
+    group_start = time.perf_counter()
+    specs, trainer, state, infos = prepared.specs, prepared.trainer, prepared.state, prepared.infos
+    compiled_before = trainer.compile_seconds
     first, k, images = specs[0], len(specs), len(data.x_train)
-    trainer = Trainer(stacked, first, images)
-    to_device = ops.convert_to_tensor
-    x_train, y_train = to_device(data.x_train), to_device(data.y_train.astype(np.int32))
-    x_val, y_val = to_device(data.x_val), to_device(data.y_val.astype(np.int32))
-    state = ([to_device(p) for p in stacked.params], [to_device(s) for s in stacked.stats],
-             [to_device(np.zeros_like(p)) for p in stacked.params],
-             [to_device(np.zeros_like(p)) for p in stacked.params], to_device(np.int32(0)))
-    learning_rates = to_device(np.array([spec.learning_rate for spec in specs], np.float32))
+    x_train, y_train = session.on_device(data, "x_train"), session.on_device(data, "y_train")
+    x_val, y_val = session.on_device(data, "x_val"), session.on_device(data, "y_val")
+    learning_rates = ops.convert_to_tensor(np.array([spec.learning_rate for spec in specs], np.float32))
     history = [{"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []} for _ in specs]
     seconds, errors, active = [[] for _ in specs], [None] * k, [True] * k
     started_at = datetime.now(timezone.utc)
-    start = time.perf_counter()
+    common = dict(started_at=started_at, devices=_device_name(), strategy="default", replicas=1, threads=threads_used,
+                  tensorflow_version=_version("tensorflow"), keras_version=keras.__version__,
+                  ray_version=_version("ray"), group_size=k, vectorized=True, backend=keras.backend.backend(),
+                  group_id=group_id)
     for epoch in range(first.epochs):
-        epoch_start = time.perf_counter()
+        epoch_start, compile_start = time.perf_counter(), trainer.compile_seconds
         plans = [epoch_plan(spec.seed, epoch, images, first.augment_shift) for spec in specs]
         carry = trainer.train_epoch(state, x_train, y_train, np.stack([p[0] for p in plans]),
                                     np.stack([p[1] for p in plans]), learning_rates, active)
         state = carry[:5]
-        loss, accuracy = (ops.convert_to_numpy(value) / images for value in carry[5:])
+        loss, accuracy = (ops.convert_to_numpy(value) / images for value in carry[5:7])
+        overflowed = ops.convert_to_numpy(carry[7]) > 0
         val_loss, val_accuracy = trainer.evaluate(state[0], state[1], x_val, y_val)
         weights_finite = trainer.finite_members(state[0])
-        elapsed = time.perf_counter() - epoch_start
+        # Each active member's share of the epoch's device time (compilation counted apart).
+        share = (time.perf_counter() - epoch_start - (trainer.compile_seconds - compile_start)) / sum(active)
+        stopped = []
         for index, spec in enumerate(specs):
             if not active[index]:
                 continue
             for name, values in (("loss", loss), ("accuracy", accuracy), ("val_loss", val_loss),
                                  ("val_accuracy", val_accuracy)):
                 history[index][name].append(float(values[index]))
-            seconds[index].append(elapsed)
+            seconds[index].append(share)
+            where = f"in epoch {epoch + 1} (learning rate {spec.learning_rate})"
             if not math.isfinite(loss[index]) or not weights_finite[index]:
-                errors[index] = f"non-finite training loss in epoch {epoch + 1} (learning rate {spec.learning_rate})"
-            if errors[index] or should_stop(history[index]["val_loss"], spec.patience):
+                errors[index] = f"non-finite training loss {where}"
+            elif overflowed[index]:
+                errors[index] = f"non-finite activations {where}"
+            if errors[index] or should_stop(history[index]["val_loss"], spec.patience) or epoch + 1 == first.epochs:
                 active[index] = False
+                stopped.append(index)
+        if stopped:
+            yield from _finish(stopped, specs, data, session, trainer, state, history, seconds, errors, infos, dict(
+                common, group_seconds=None, compile_seconds=None), group_start, compiled_before)
         if not any(active):
             break
-    train_seconds = time.perf_counter() - start
-    if data.x_test is data.x_val and data.y_test is data.y_val:
-        test_loss, test_accuracy = (np.array([h[name][-1] for h in history]) for name in ("val_loss", "val_accuracy"))
-    else:
-        test_loss, test_accuracy = trainer.evaluate(state[0], state[1], to_device(data.x_test),
-                                                    to_device(data.y_test.astype(np.int32)))
-    common = dict(started_at=started_at, devices=_device_name(), strategy="default", replicas=1, threads=threads_used,
-                  tensorflow_version=_version("tensorflow"), keras_version=keras.__version__,
-                  ray_version=_version("ray"), group_size=k, vectorized=True)
-    results: list[RunResult | RunFailed] = []
-    for index, spec in enumerate(specs):
+
+
+def _finish(stopped: list[int], specs: list[RunSpec], data: Splits, session: Session, trainer: Trainer, state: tuple,
+            history: list[dict], seconds: list[list[float]], errors: list, infos: list, common: dict,
+            group_start: float, compiled_before: float) -> Iterator[tuple[int, RunResult | RunFailed]]:
+    """Test the members that stopped this epoch (frozen from now on) and yield their results."""
+    images = len(data.x_train)
+    if any(errors[index] is None for index in stopped):
+        if data.x_test is data.x_val and data.y_test is data.y_val:
+            test_loss = np.array([h["val_loss"][-1] if h["val_loss"] else math.nan for h in history])
+            test_accuracy = np.array([h["val_accuracy"][-1] if h["val_accuracy"] else math.nan for h in history])
+        else:
+            test_loss, test_accuracy = trainer.evaluate(state[0], state[1], session.on_device(data, "x_test"),
+                                                        session.on_device(data, "y_test"))
+    common |= {"group_seconds": time.perf_counter() - group_start,
+               "compile_seconds": trainer.compile_seconds - compiled_before}
+    for index in stopped:
+        spec = specs[index]
         if errors[index]:
-            results.append(RunFailed(errors[index]))
+            yield index, RunFailed(errors[index])
             continue
         info, runs = infos[index], history[index]
-        epochs_run = len(runs["loss"])
+        epochs_run, train_seconds = len(runs["loss"]), sum(seconds[index])
         record = record_for(
             spec,
             params_total=info.params_total, params_trainable=info.params_trainable,
@@ -357,5 +452,4 @@ def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) 
             finished_at=datetime.now(timezone.utc),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **common,
         )
-        results.append(RunResult(record, _epoch_rows(spec, runs, seconds[index])))
-    return results
+        yield index, RunResult(record, _epoch_rows(spec, runs, seconds[index]))

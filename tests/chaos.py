@@ -51,7 +51,7 @@ def training_workers(cluster: LocalCluster) -> list[int]:
     """PIDs of Ray workers of THIS cluster executing a training task (their raylet names our temp dir)."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _cmdline(int(entry.name)).startswith("ray::_train_task"):
+        if entry.name.isdigit() and _cmdline(int(entry.name)).startswith("ray::train_task"):
             if cluster.temp_dir in _cmdline(_parent(int(entry.name))):
                 pids.append(int(entry.name))
     return pids

@@ -34,7 +34,7 @@ def _visible_files_are_valid_parquet(folder: Path) -> int:
 def _running_task_pids(cluster: LocalCluster) -> list[int]:
     code = ("import json, ray; from ray.util.state import list_tasks; ray.init(address='auto', logging_level='ERROR');"
             "print(json.dumps([t.worker_pid for t in list_tasks(filters=[('state', '=', 'RUNNING')]) "
-            "if t.name == '_train_task' and t.worker_pid]))")
+            "if t.name == 'train_task' and t.worker_pid]))")
     return json.loads(cluster.python(code).strip().splitlines()[-1])
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reducecnn import train, vectorized
+from reducecnn import plan, train, vectorized
 from reducecnn.config import BenchmarkConfig, RunSpec
 from reducecnn.stacked import NotVectorizable, stack
 
@@ -78,12 +78,12 @@ def test_a_diverging_member_fails_alone(small_mnist):
 
 def test_groups_hold_one_model_and_recipe_and_split_evenly():
     specs = BenchmarkConfig(seeds=tuple(range(5))).specs()  # 3 models x 5 seeds
-    chunks = vectorized.groups(specs, 4)
+    chunks = plan.groups(specs, 4)
     assert sorted(len(chunk) for chunk in chunks) == [2, 2, 2, 3, 3, 3]
     assert all(len({s.model for s in chunk}) == 1 for chunk in chunks)
     other_recipe = RunSpec(model="baseline", seed=9, augment_shift=1)
-    assert [other_recipe] in vectorized.groups([*specs[:2], other_recipe], 64)
-    assert len(vectorized.groups(specs, 1)) == 15
+    assert [other_recipe] in plan.groups([*specs[:2], other_recipe], 64)
+    assert len(plan.groups(specs, 1)) == 15
 
 
 def test_members_must_share_model_and_recipe(small_mnist):
@@ -140,7 +140,7 @@ def test_the_frontier_models_stack_to_their_own_predictions(name):
         models.append(MODELS[name]())
     stacked = stack(models)
     images = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
-    together, _ = stacked.forward([keras.ops.convert_to_tensor(p) for p in stacked.params],
+    together, _, _ = stacked.forward([keras.ops.convert_to_tensor(p) for p in stacked.params],
                                   [keras.ops.convert_to_tensor(s) for s in stacked.stats],
                                   np.concatenate([images, images], axis=-1), training=False)
     for k, model in enumerate(models):
