@@ -187,7 +187,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
     Failed runs are counted in `failed_runs`, never averaged. A run_id that appears in several rows
     counts once (its ok record if any). Accuracies are fractions (0..1); the CI is the two-sided
-    95% t interval of the mean, NaN with fewer than two ok runs.
+    95% t interval of the mean, NaN with fewer than two ok runs, kept as computed: with few runs
+    it can reach past [0, 1] (the report shows it clipped, with a note).
     """
     require_columns(runs, REQUIRED_COLUMNS)
     groups = distinct_runs(with_spec_settings(runs)).groupby(SUMMARY_KEYS, dropna=False, sort=False)
