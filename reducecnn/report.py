@@ -31,6 +31,7 @@ from reducecnn.aggregate import (
     require_columns,
     study_sentences,
     summarize,
+    user_model_version_warnings,
     varying_settings,
     with_spec_settings,
 )
@@ -465,7 +466,7 @@ def write_report(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: pathlib.Path
         raise ValueError(f"no runs to report: the runs table has no rows (nothing written to {out_dir})")
     summary = summarize(runs)
     comparison = compare_to_baseline(runs, margin)
-    warnings = [*warnings, *duplicate_warnings(runs)]
+    warnings = [*warnings, *duplicate_warnings(runs), *user_model_version_warnings(runs)]
     out_dir = pathlib.Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     write_atomically(out_dir / "summary.parquet", lambda temporary: summary.to_parquet(temporary, index=False))

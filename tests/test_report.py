@@ -238,3 +238,10 @@ def test_the_band_ends_where_the_curve_thins_and_the_points_say_how_many_runs_re
     solid, dashed = axes.lines
     assert list(dashed.get_xdata()) == [2, 3, 4] and dashed.get_linestyle() == "--"
     assert [text.get_text() for text in axes.texts] == ["n=2"]
+
+
+def test_a_report_warns_when_a_row_pools_two_versions_of_a_user_model(tmp_path):
+    runs = make_runs([("tiny", 0, 0.95, "ok"), ("tiny", 1, 0.96, "ok")])
+    runs = runs.assign(spec_json=['{"model_source": "v1"}', '{"model_source": "v2"}'])
+    markdown = write_report(runs, pd.DataFrame(), tmp_path).read_text()
+    assert "its 2 ok runs come from 2 versions of its source file, averaged in one row" in markdown
