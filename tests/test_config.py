@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from reducecnn.cli import benchmark_values, build_parser
 from reducecnn.config import (
     BenchmarkConfig,
     RunSpec,
@@ -190,3 +191,10 @@ def test_an_unknown_config_file_field_names_the_file(tmp_path):
     with pytest.raises(UserError, match=rf"^config file {path}: unknown field 'lerning_rate' \(did you mean "
                                         r"learning_rate\?\); fields: name, models"):
         read_config_file(path)
+
+
+def test_two_benchmarks_of_different_recipes_without_a_name_never_share_a_folder():
+    flags = [["--seeds", "2"], ["--seeds", "2", "--epochs", "1", "--train-limit", "2000"]]
+    names = [make_benchmark_config(benchmark_values(build_parser().parse_args(["benchmark", *given]))).name
+             for given in flags]
+    assert names == ["mnist-holdout", "mnist-holdout-e1-n2000"]
