@@ -319,8 +319,8 @@ def recipe_change_warning(folder: str, previous_config_json: str, config: Benchm
     """One line when a results folder whose config.json recorded another recipe receives this
     config; None when the recipes agree or the old file cannot be read as a config."""
     try:
-        previous = json.loads(previous_config_json)
-        previous = BenchmarkConfig(**{field: previous[field] for field in RECIPE_FIELDS if field in previous})
+        recorded = json.loads(previous_config_json)
+        previous = BenchmarkConfig(**{field: recorded[field] for field in RECIPE_FIELDS if field in recorded})
     except (ValueError, TypeError, ValidationError):
         return None
     old, new = recipe_of(previous), recipe_of(config)
