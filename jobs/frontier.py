@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from jobs.findings import check_or_write, replace_block  # noqa: E402
 from reducecnn import aggregate, store  # noqa: E402
-from reducecnn.report import format_interval, format_mean_std, write_atomically  # noqa: E402
+from reducecnn.report import clipped_note, format_interval, format_mean_std, write_atomically  # noqa: E402
 
 RESULTS = Path("docs/results")
 # Our frontier: results folders, read whole (screens on 2 seeds included; the plot draws models
@@ -126,6 +126,7 @@ def mnist_table(summary: pd.DataFrame) -> str:
             f"| {format_interval(row.test_accuracy_ci_low, row.test_accuracy_ci_high)} "
             f"| {row.test_accuracy_min * 100:.2f} | {row.val_accuracy_mean * 100:.2f} | {meets(row)} "
             f"| [{row.folder}](results/{row.folder}/summary.md) |")
+    lines += [line for note in clipped_note(lines, "0-100%", "an accuracy") for line in ("", note)]
     lines += ["", "Published figures, drawn apart in the plot (none is a mean over seeds on a held-out protocol):", "",
               "| claim | trainable params | test acc. % | how it was obtained | source |", "|---|--:|--:|---|---|"]
     for claim in sorted(CLAIMS, key=lambda claim: claim.params):
@@ -154,7 +155,8 @@ def fashion_table(mnist: pd.DataFrame, fashion: pd.DataFrame) -> str:
         lines.append(f"| {model} | {int(row.params_trainable):,} | {recipe(row)} | {mnist_cell} "
                      f"| {format_mean_std(row.test_accuracy_mean, row.test_accuracy_std)} | {row.ok_runs} | {gap} "
                      f"| [{row.folder}](results/{row.folder}/summary.md) |")
-    return "\n".join(lines)
+    notes = clipped_note(lines, "±100 points", "a difference of accuracies")
+    return "\n".join(lines + [line for note in notes for line in ("", note)])
 
 
 LABEL_OFFSETS = {"ruslangrimov 1,936": (-8, -12), "JoshWarn 997 (223 runs)": (-8, -14)}

@@ -174,6 +174,38 @@ def with_spec_settings(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(**columns)
 
 
+def mixed_recipes_warning(runs: pd.DataFrame) -> str | None:
+    """One line when a model's runs in this table were trained with more than one recipe, so that
+    grouping by model alone would average them together (the summary never does); None otherwise."""
+    require_columns(runs, ["model", *(key for key in COMPARISON_KEYS if key not in SPEC_DEFAULTS)])
+    runs = with_spec_settings(runs)
+    recipes = runs[["model", *COMPARISON_KEYS]].drop_duplicates()
+    counts = recipes.groupby("model", sort=False).size()
+    mixed = sorted(counts[counts > 1].index, key=model_sort_key)
+    if not mixed:
+        return None
+    differing = [key for key in COMPARISON_KEYS if recipes[recipes["model"].isin(mixed)][key].nunique(dropna=False) > 1]
+    return (f"these runs hold several recipes of {', '.join(mixed)} (differing in {', '.join(differing)}): "
+            f"group by model and {', '.join(COMPARISON_KEYS)}, not by model alone")
+
+
+def user_model_version_warnings(runs: pd.DataFrame) -> list[str]:
+    """A line per summary row that pools runs of several versions of a user model's source (the
+    same function name in an edited file): their run ids differ, their model name does not."""
+    texts = runs["spec_json"] if "spec_json" in runs else pd.Series([None] * len(runs), index=runs.index)
+    sources = [json.loads(text).get("model_source") if isinstance(text, str) and text else None for text in texts]
+    ok = distinct_runs(with_spec_settings(runs.assign(_source=sources)))
+    ok = ok[ok["status"] == "ok"]
+    lines = []
+    for keys, group in ok.groupby(SUMMARY_KEYS, dropna=False, sort=False):
+        versions = group["_source"].dropna().nunique()
+        if versions > 1:
+            row = dict(zip(SUMMARY_KEYS, keys))
+            lines.append(f"{row['model']} ({describe_settings(pd.Series(row))}): its {len(group)} ok runs come from "
+                         f"{versions} versions of its source file, averaged in one row")
+    return lines
+
+
 def distinct_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run_id, an ok record preferred: the same seeded run must not be counted twice."""
     if "run_id" not in runs.columns:
@@ -187,7 +219,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
     Failed runs are counted in `failed_runs`, never averaged. A run_id that appears in several rows
     counts once (its ok record if any). Accuracies are fractions (0..1); the CI is the two-sided
-    95% t interval of the mean, NaN with fewer than two ok runs.
+    95% t interval of the mean, NaN with fewer than two ok runs, kept as computed: with few runs
+    it can reach past [0, 1] (the report shows it clipped, with a note).
     """
     require_columns(runs, REQUIRED_COLUMNS)
     groups = distinct_runs(with_spec_settings(runs)).groupby(SUMMARY_KEYS, dropna=False, sort=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,13 @@ GRID_FIELDS = ("epochs", "batch_size", "patience", "learning_rate", "lr_schedule
 TRAIN_IMAGES = {"holdout": 50_000, "study": 60_000}
 MAX_SEED = 2**32 - 1  # what keras.utils.set_random_seed accepts
 MAX_SEEDS = 100_000  # seeds per benchmark: `seeds: N` expands to a list
+# What a benchmark trains, apart from its models and seeds: benchmarks that differ in one of these
+# get different default names, so forgetting --name never mixes two recipes in one folder.
+RECIPE_FIELDS = ("dataset", "protocol", *GRID_FIELDS, "train_limit")
+# How a recipe field set away from its default enters the default name: mnist-holdout-e1-n2000.
+NAME_PREFIXES = {"epochs": "e", "batch_size": "b", "patience": "p", "learning_rate": "lr", "lr_schedule": "",
+                 "augment_shift": "shift", "train_limit": "n"}
+MAX_DEFAULT_NAME = 100  # longer (a large grid): the recipe's digest stands for its values
 # What a valid value looks like, in a config file and as a flag: appended to validation errors.
 EXAMPLES = {
     "models": "models: approach1, or models: [baseline, approach1] (--models baseline,approach1)",
@@ -78,8 +87,7 @@ class RunSpec(BaseModel):
         from reducecnn.models import MODELS
 
         if self.model_source is None and self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(sorted(MODELS))}, "
-                             "or your own as file.py:function")
+            raise ValueError(unknown_model_message(self.model, MODELS))
         if self.model_source is not None and not self.model.isidentifier():
             raise ValueError(f"a user model's name must be its function's name, got {self.model!r}")
         if self.patience is None:
@@ -110,7 +118,8 @@ class BenchmarkConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field("mnist-holdout", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # None: derived from the recipe (default_name), e.g. mnist-holdout for the laptop default.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     models: tuple[str, ...] = STUDY_MODELS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
@@ -184,8 +193,7 @@ class BenchmarkConfig(BaseModel):
             raise ValueError("at least one model is needed")
         unknown = [n for n in names if n not in MODELS and not is_reference(n)]
         if unknown:
-            raise ValueError(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}, "
-                             "or your own as file.py:function")
+            raise ValueError(unknown_model_message(unknown[0], MODELS))
         names = tuple(dict.fromkeys(names))
         seen: dict[str, str] = {}
         for name in names:
@@ -227,6 +235,12 @@ class BenchmarkConfig(BaseModel):
                              "trains on one device; a mirrored run trains alone)")
         return self
 
+    @model_validator(mode="after")
+    def _name_from_recipe(self) -> BenchmarkConfig:
+        if self.name is None:
+            object.__setattr__(self, "name", default_name(self))
+        return self
+
     def recipes(self) -> list[dict[str, Any]]:
         """The grid: every combination of the recipe fields' values, in the order given."""
         return [dict(zip(GRID_FIELDS, values))
@@ -254,6 +268,78 @@ class BenchmarkConfig(BaseModel):
         return " x ".join(parts + [plural(len(self.seeds), "seed")])
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean approach1?)' when a known name is close to `name`, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_model_message(name: str, known: Iterable[str]) -> str:
+    """The error for a model name that is not registered, with the closest registered name if any."""
+    return (f"unknown model {name!r}{did_you_mean(name, known)}; known: {', '.join(sorted(known))}, "
+            "or your own as file.py:function")
+
+
+def recipe_of(config: BenchmarkConfig) -> dict[str, Any]:
+    """The config's recipe fields as the runs see them: grids as sorted tuples (their order changes
+    no run), patience resolved per protocol, a train_limit covering the whole split as None."""
+    recipe: dict[str, Any] = {"dataset": config.dataset, "protocol": config.protocol}
+    for field in GRID_FIELDS:
+        values = getattr(config, field)
+        if field == "patience":
+            values = [DEFAULT_PATIENCE[config.protocol] if value is None else value for value in values]
+        recipe[field] = tuple(sorted(values))
+    limit = config.train_limit
+    recipe["train_limit"] = None if limit is None or limit >= TRAIN_IMAGES[config.protocol] else limit
+    return recipe
+
+
+def recipe_values(config: BenchmarkConfig) -> dict[str, Any]:
+    """The recipe fields (after dataset and protocol) that are set away from their defaults."""
+    recipe = recipe_of(config)
+    defaults = {field: BenchmarkConfig.model_fields[field].default for field in GRID_FIELDS}
+    defaults["patience"] = (DEFAULT_PATIENCE[config.protocol],)
+    return {field: value for field, value in recipe.items()
+            if field not in ("dataset", "protocol") and value != defaults.get(field)}
+
+
+def default_name(config: BenchmarkConfig) -> str:
+    """dataset-protocol, then each recipe field away from its default: 'mnist-holdout' for the
+    laptop default, 'mnist-holdout-e1-n2000' for a 1-epoch run on 2,000 images."""
+    base = f"{config.dataset}-{config.protocol}"
+    tokens = [NAME_PREFIXES[field] + describe_values(values, "_") for field, values in recipe_values(config).items()]
+    name = "-".join([base, *tokens])
+    if len(name) > MAX_DEFAULT_NAME:
+        digest = hashlib.sha256(json.dumps(recipe_values(config), sort_keys=True).encode()).hexdigest()[:10]
+        name = f"{base}-recipe-{digest}"
+    return name
+
+
+def recipe_change_warning(folder: str, previous_config_json: str, config: BenchmarkConfig) -> str | None:
+    """One line when a results folder whose config.json recorded another recipe receives this
+    config; None when the recipes agree or the old file cannot be read as a config."""
+    try:
+        recorded = json.loads(previous_config_json)
+        previous = BenchmarkConfig(**{field: recorded[field] for field in RECIPE_FIELDS if field in recorded})
+    except (ValueError, TypeError, ValidationError):
+        return None
+    old, new = recipe_of(previous), recipe_of(config)
+    changes = [f"{field} {describe_values(old[field])} -> {describe_values(new[field])}"
+               for field in RECIPE_FIELDS if old[field] != new[field]]
+    if not changes:
+        return None
+    return (f"{folder} already holds runs of another recipe ({', '.join(changes)}); the report keeps the "
+            "recipes apart, another --name would keep their folders apart")
+
+
+def describe_values(values: Any, separator: str = ",") -> str:
+    """A recipe field's value(s) as the flags write them ('0.005,0.01'); a missing train_limit is 'full'."""
+    if values is None:
+        return "full"
+    values = values if isinstance(values, tuple) else (values,)
+    return separator.join(f"{value:.12g}" if isinstance(value, float) else str(value) for value in values)
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming the first invalid field, why, and what a valid value looks like."""
     first = error.errors()[0]
@@ -265,7 +351,8 @@ def describe_validation_error(error: ValidationError) -> str:
         message = "must be one value or a list of values"
     if first["type"] == "extra_forbidden":
         known = ", ".join(BenchmarkConfig.model_fields)
-        return f"{where}: unknown field (check the spelling); fields: {known}"
+        hint = did_you_mean(where, BenchmarkConfig.model_fields) or " (check the spelling)"
+        return f"{where}: unknown field{hint}; fields: {known}"
     if field == "models" and "unknown model" in message:
         return f"{where}: {message}"  # already names what would work
     example = EXAMPLES.get(field)
@@ -292,6 +379,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise UserError(f"config file {path} must hold a mapping of fields, not {type(loaded).__name__}")
+    unknown = [str(key) for key in loaded if key not in BenchmarkConfig.model_fields]
+    if unknown:
+        hint = did_you_mean(unknown[0], BenchmarkConfig.model_fields) or " (check the spelling)"
+        raise UserError(f"config file {path}: unknown field {unknown[0]!r}{hint}; "
+                        f"fields: {', '.join(BenchmarkConfig.model_fields)}")
     return loaded
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from scipy import stats
 
 from reducecnn.aggregate import (
     COMPARISON_KEYS,
@@ -30,6 +31,7 @@ from reducecnn.aggregate import (
     require_columns,
     study_sentences,
     summarize,
+    user_model_version_warnings,
     varying_settings,
     with_spec_settings,
 )
@@ -42,6 +44,12 @@ ACCURACY_FIGURE_INCHES = (8.0, 5.0)
 CURVES_WIDTH_INCHES = 12.0
 CURVES_ROW_INCHES = 5.0
 CURVES_COLUMNS = 2
+# An interval end past 0-100% (±100 points for a difference) is shown at the limit with this mark
+# and a note under its table: the t interval of 2 runs is the mean ± 12.7 std / sqrt(2).
+CLIPPED_MARK = "†"
+T_FACTOR_TWO_RUNS = float(stats.t.ppf(0.975, 1))
+# The band and solid line of a learning curve end where fewer than this share of its runs still train.
+MIN_SHARE_FOR_BAND = 0.5
 # On a log x axis the series of one model sit at the same parameter count; this spreads them
 # by a few percent so their error bars do not hide each other.
 DODGE_DECADES = 0.02
@@ -82,12 +90,24 @@ def format_mean_std(mean: float, std: float) -> str:
     return "-" if pd.isna(mean) else f"{format_percent(mean)} ± {format_percent(std)}"
 
 
-def format_interval(low: float, high: float, signed: bool = False) -> str:
-    """[98.10, 99.08] in % (or percentage points with a sign); '-' when undefined."""
+def format_interval(low: float, high: float, signed: bool = False, clipped_mark: str = CLIPPED_MARK) -> str:
+    """[98.10, 99.08] in % (or percentage points with a sign); '-' when undefined. An end past what
+    an accuracy can be (0-100%, or ±100 points for a difference) is shown at that limit, marked."""
     if pd.isna(low) or pd.isna(high):
         return "-"
+    floor, ceiling = (-1.0, 1.0) if signed else (0.0, 1.0)
+    mark = clipped_mark if low < floor or high > ceiling else ""
     number = "{:+.2f}" if signed else "{:.2f}"
-    return f"[{number.format(low * 100)}, {number.format(high * 100)}]"
+    return f"[{number.format(max(low, floor) * 100)}, {number.format(min(high, ceiling) * 100)}]{mark}"
+
+
+def clipped_note(lines: Sequence[str], limits: str, quantity: str) -> list[str]:
+    """The note under a table whose intervals were clipped (lines ending a cell with CLIPPED_MARK)."""
+    if not any(f"]{CLIPPED_MARK} |" in line for line in lines):
+        return []
+    return [f"{CLIPPED_MARK} Clipped to {limits}: the 95% t interval reached past what {quantity} can be. "
+            f"With few runs the t factor is large (up to {T_FACTOR_TWO_RUNS:.1f} with 2 runs), so the interval "
+            "says only that these runs do not pin the mean down; more seeds narrow it."]
 
 
 def format_number(value: float, digits: int, thousands: bool = False) -> str:
@@ -124,7 +144,7 @@ def summary_table(group: pd.DataFrame) -> str:
             format_flag(row.study_within_2std),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n\n".join(["\n".join(lines), *clipped_note(lines, "0-100%", "an accuracy")])
 
 
 def comparison_table(comparison: pd.DataFrame) -> str:
@@ -136,7 +156,7 @@ def comparison_table(comparison: pd.DataFrame) -> str:
         cells = [describe_settings(row), row.model, f"{row.n_model} / {row.n_reference}", difference,
                  format_interval(row.ci_low, row.ci_high, signed=True), row.verdict]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n\n".join(["\n".join(lines), *clipped_note(lines, "±100 points", "a difference of accuracies")])
 
 
 def verdict_lines(runs: pd.DataFrame, margin: float) -> list[str]:
@@ -148,7 +168,7 @@ def verdict_lines(runs: pd.DataFrame, margin: float) -> list[str]:
         difference = "-" if pd.isna(row.difference) else f"{row.difference * 100:+.2f} points"
         where = f" ({describe_settings(row)})" if groups > 1 else ""
         lines.append(f"{row.model} vs {row.reference}{where}: {difference}, 95% CI "
-                     f"{format_interval(row.ci_low, row.ci_high, signed=True)}: {row.verdict}")
+                     f"{format_interval(row.ci_low, row.ci_high, True, ' (clipped to ±100 points)')}: {row.verdict}")
     return lines
 
 
@@ -351,15 +371,35 @@ def curve_label(model: str, runs_per_epoch: Sequence[int], last_epoch: int) -> s
     return f"{model} (n={first})" if first == last else f"{model} (n={first}, {last} by epoch {last_epoch})"
 
 
+def thinned_from(runs_per_epoch: Sequence[int]) -> int:
+    """Index of the first epoch at which fewer than MIN_SHARE_FOR_BAND of the curve's runs still
+    train (early stopping ended the others); the curve's length when that never happens."""
+    first = runs_per_epoch[0]
+    return next((index for index, runs in enumerate(runs_per_epoch) if runs < MIN_SHARE_FOR_BAND * first),
+                len(runs_per_epoch))
+
+
 def draw_model_curve(axes: Axes, curve: pd.DataFrame, model: str, color: str) -> None:
-    """One model's mean validation accuracy per epoch with a ± 1 std band; the legend says how
-    many runs each end of the curve averages."""
+    """One model's mean validation accuracy per epoch with a ± 1 std band while at least half of its
+    runs still train; then a dashed line of hollow points without a band. Where early stopping
+    thins the runs, the point says how many remain (n=2)."""
     curve = curve.sort_values("epoch")
     epoch = curve["epoch"].to_numpy()
     mean = curve["mean"].to_numpy(dtype=float) * 100
     spread = curve["std"].fillna(0).to_numpy(dtype=float) * 100
-    axes.plot(epoch, mean, marker="o", markersize=3, color=color, label=curve_label(model, curve["runs"].tolist(), int(epoch[-1])))
-    axes.fill_between(epoch, mean - spread, mean + spread, color=color, alpha=0.2, linewidth=0)
+    runs = curve["runs"].astype(int).tolist()
+    cut = thinned_from(runs)
+    axes.plot(epoch[:cut], mean[:cut], marker="o", markersize=3, color=color,
+              label=curve_label(model, runs, int(epoch[-1])))
+    axes.fill_between(epoch[:cut], (mean - spread)[:cut], (mean + spread)[:cut], color=color, alpha=0.2, linewidth=0)
+    if cut < len(epoch):  # joined to the last full point, so the curve reads as one
+        tail = slice(max(cut - 1, 0), len(epoch))
+        axes.plot(epoch[tail], mean[tail], linestyle="--", linewidth=1, marker="o", markersize=4,
+                  markerfacecolor="white", color=color)
+    for index in range(1, len(runs)):
+        if runs[index] != runs[index - 1]:
+            axes.annotate(f"n={runs[index]}", (epoch[index], mean[index]), textcoords="offset points",
+                          xytext=(0, -11), ha="center", va="top", fontsize=7, color=color)
 
 
 def plot_learning_curves(summary: pd.DataFrame, runs: pd.DataFrame, epochs: pd.DataFrame,
@@ -391,8 +431,9 @@ def plot_learning_curves(summary: pd.DataFrame, runs: pd.DataFrame, epochs: pd.D
             axes.legend(fontsize=8, loc="lower right")
     for unused in grid[len(panels):]:
         unused.set_visible(False)
-    figure.suptitle("Validation accuracy per epoch: mean ± 1 std over seeds "
-                    "(runs that stopped early count only for the epochs they ran)", fontsize=11)
+    figure.suptitle("Validation accuracy per epoch: mean ± 1 std over the seeds still training\n(dashed, without "
+                    "a band, where fewer than half remain; n=: the seeds left where early stopping ended some)",
+                    fontsize=11)
     write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI))
 
 
@@ -425,7 +466,7 @@ def write_report(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: pathlib.Path
         raise ValueError(f"no runs to report: the runs table has no rows (nothing written to {out_dir})")
     summary = summarize(runs)
     comparison = compare_to_baseline(runs, margin)
-    warnings = [*warnings, *duplicate_warnings(runs)]
+    warnings = [*warnings, *duplicate_warnings(runs), *user_model_version_warnings(runs)]
     out_dir = pathlib.Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     write_atomically(out_dir / "summary.parquet", lambda temporary: summary.to_parquet(temporary, index=False))

@@ -13,9 +13,11 @@ from reducecnn.aggregate import (
     best_recipes,
     compare_to_baseline,
     describe_settings,
+    mixed_recipes_warning,
     recipe_table,
     study_sentences,
     summarize,
+    user_model_version_warnings,
 )
 from runsfactory import GRID, grid_runs, make_runs
 
@@ -241,3 +243,32 @@ def test_a_model_trained_with_one_recipe_needs_no_choice():
     runs = pd.concat([grid_runs(), extra], ignore_index=True)
     assert best_recipes(runs)["model"].tolist() == ["baseline", "approach1"]
     assert recipe_table(runs)["ok_runs"]["zeta"].fillna(0).tolist() == [0, 0, 0, 2]   # NA: not trained
+
+
+@pytest.mark.parametrize("column, other", [("max_epochs", 1), ("batch_size", 64), ("patience", 5),
+                                           ("lr_schedule", "cosine")])
+def test_runs_of_another_recipe_column_are_never_pooled(column, other):
+    changed = make_runs(seeds("approach1", [0.11, 0.12]))
+    changed = changed.assign(**{column: other, "run_id": changed["run_id"] + "-other"})
+    summary = summarize(pd.concat([make_runs(seeds("approach1", [0.97, 0.98, 0.99])), changed]))
+    assert sorted(summary["ok_runs"]) == [2, 3]
+
+
+def test_a_table_holding_two_recipes_of_a_model_says_so():
+    smoke = make_runs(seeds("approach1", [0.11, 0.12]))
+    smoke = smoke.assign(max_epochs=1, train_limit=pd.array([2_000, 2_000], "Int64"), run_id=smoke["run_id"] + "-s")
+    warning = mixed_recipes_warning(pd.concat([make_runs(BASELINE + seeds("approach1", [0.97, 0.98])), smoke]))
+    assert warning.startswith("these runs hold several recipes of approach1 (differing in max_epochs, train_limit): "
+                              "group by model and dataset, protocol, max_epochs,")
+
+
+def test_a_table_of_one_recipe_per_model_gives_no_pooling_warning():
+    assert mixed_recipes_warning(make_runs(BASELINE + seeds("approach1", [0.97, 0.98]))) is None
+
+
+def test_runs_of_two_versions_of_a_user_model_are_named():
+    runs = make_runs(seeds("tiny", [0.95, 0.96, 0.97]))
+    runs = runs.assign(spec_json=['{"model_source": "v1"}', '{"model_source": "v1"}', '{"model_source": "v2"}'])
+    [line] = user_model_version_warnings(runs)
+    assert line.startswith("tiny (mnist, holdout, ") and line.endswith(
+        "its 3 ok runs come from 2 versions of its source file, averaged in one row")

@@ -87,7 +87,7 @@ CASES = [
      "runs_per_task > 1 cannot be combined with gpus_per_run >= 2"),
     ("unknown protocol", ["--protocol", "holdon"], "protocol: must be 'holdout' or 'study'"),
     ("misspelled config key", lambda tmp, m: ["--config", str(_file(tmp, "c.yaml", "epoch: 3\n"))],
-     "epoch: unknown field (check the spelling)"),
+     "c.yaml: unknown field 'epoch' (did you mean epochs?)"),
     ("missing config file", lambda tmp, m: ["--config", str(tmp / "nope.yaml")], "does not exist"),
     ("malformed YAML", lambda tmp, m: ["--config", str(_file(tmp, "c.yaml", "seeds: [0,\n"))], "is malformed"),
     ("malformed JSON", lambda tmp, m: ["--config", str(_file(tmp, "c.json", '{"seeds": '))], "is malformed"),

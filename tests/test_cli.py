@@ -46,7 +46,7 @@ def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, capsys, argv, mess
 def test_misspelled_config_key_is_named(tmp_path, capsys):
     (tmp_path / "bench.yaml").write_text("seedz: [0, 1]\n")
     assert benchmark_main(["--config", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out")]) == 2
-    assert "seedz: unknown field (check the spelling)" in _one_line_error(capsys)
+    assert "bench.yaml: unknown field 'seedz' (did you mean seeds?)" in _one_line_error(capsys)
 
 
 def test_data_dir_without_mnist_is_one_line_and_writes_no_run(tmp_path, capsys):

@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from reducecnn.config import BenchmarkConfig, RunSpec, UserError, make_benchmark_config, read_config_file
+from reducecnn.cli import benchmark_values, build_parser
+from reducecnn.config import (
+    BenchmarkConfig,
+    RunSpec,
+    UserError,
+    make_benchmark_config,
+    read_config_file,
+    recipe_change_warning,
+)
 
 
 def test_same_spec_same_run_id():
@@ -121,7 +129,8 @@ def test_a_config_file_means_what_the_flags_mean(tmp_path, text, seeds, models):
     ({"seeds": True}, "seeds: must be a number of seeds or a list of seeds; e.g. seeds: 5"),
     ({"models": 5}, "models: must be one value or a list of values; e.g. models: approach1"),
     ({"epochs": "ten"}, "epochs: must be a valid integer, unable to parse string as an integer; e.g. epochs: 10"),
-    ({"sedes": 3}, "sedes: unknown field (check the spelling); fields: name, models, seeds,"),
+    ({"sedes": 3}, "sedes: unknown field (did you mean seeds?); fields: name, models, seeds,"),
+    ({"colour": 3}, "colour: unknown field (check the spelling); fields: name, models, seeds,"),
     ({"models": "nope"}, "models: unknown model 'nope'; known: approach1"),
 ])
 def test_config_errors_are_ours_and_show_a_valid_example(values, message):
@@ -129,3 +138,63 @@ def test_config_errors_are_ours_and_show_a_valid_example(values, message):
         make_benchmark_config(values)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_the_laptop_default_is_named_mnist_holdout():
+    assert make_benchmark_config({"seeds": 3}).name == "mnist-holdout"
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"epochs": 1, "train_limit": 2_000}, "mnist-holdout-e1-n2000"),
+    ({"dataset": "fashion_mnist"}, "fashion_mnist-holdout"),
+    ({"protocol": "study"}, "mnist-study"),
+    ({"batch_size": 64}, "mnist-holdout-b64"),
+    ({"patience": 3}, "mnist-holdout-p3"),
+    ({"learning_rate": "0.01,0.005", "lr_schedule": "cosine", "augment_shift": 2},
+     "mnist-holdout-lr0.005_0.01-cosine-shift2"),
+])
+def test_without_a_name_each_recipe_gets_its_own_folder(fields, name):
+    assert make_benchmark_config(fields).name == name
+
+
+@pytest.mark.parametrize("fields", [{"patience": 2}, {"train_limit": 50_000}, {"learning_rate": 0.001}])
+def test_a_recipe_that_trains_the_default_runs_keeps_the_default_name(fields):
+    assert make_benchmark_config(fields).name == "mnist-holdout"
+
+
+def test_a_large_grid_is_named_by_a_digest_of_its_recipe():
+    name = make_benchmark_config({"learning_rate": [0.001 * step for step in range(1, 40)]}).name
+    assert name.startswith("mnist-holdout-recipe-") and len(name) < 40
+
+
+def test_a_folder_receiving_another_recipe_gets_one_warning_line():
+    smoke = make_benchmark_config({"epochs": 1, "train_limit": 2_000, "name": "mnist-holdout"})
+    warning = recipe_change_warning("results/mnist-holdout", smoke.model_dump_json(), make_benchmark_config({}))
+    assert warning == ("results/mnist-holdout already holds runs of another recipe (epochs 1 -> 10, train_limit "
+                       "2000 -> full); the report keeps the recipes apart, another --name would keep their folders "
+                       "apart")
+
+
+def test_more_seeds_of_the_same_recipe_give_no_warning():
+    before = make_benchmark_config({"seeds": 2, "patience": 2}).model_dump_json()
+    assert recipe_change_warning("results/mnist-holdout", before, make_benchmark_config({"seeds": 5})) is None
+
+
+def test_an_unknown_model_suggests_the_closest_name():
+    with pytest.raises(UserError, match=r"unknown model 'aproach1' \(did you mean approach1\?\); known:"):
+        make_benchmark_config({"models": "aproach1"})
+
+
+def test_an_unknown_config_file_field_names_the_file(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text("lerning_rate: 0.01\n")
+    with pytest.raises(UserError, match=rf"^config file {path}: unknown field 'lerning_rate' \(did you mean "
+                                        r"learning_rate\?\); fields: name, models"):
+        read_config_file(path)
+
+
+def test_two_benchmarks_of_different_recipes_without_a_name_never_share_a_folder():
+    flags = [["--seeds", "2"], ["--seeds", "2", "--epochs", "1", "--train-limit", "2000"]]
+    names = [make_benchmark_config(benchmark_values(build_parser().parse_args(["benchmark", *given]))).name
+             for given in flags]
+    assert names == ["mnist-holdout", "mnist-holdout-e1-n2000"]

@@ -56,7 +56,7 @@ def test_models_end_in_softmax_over_ten_classes():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'aproach1'; known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k6s, share1k9, small, small2000, small2k"):
+    with pytest.raises(ValueError, match=r"unknown model 'aproach1' \(did you mean approach1\?\); known: approach1, approach2, baseline, conv8k, deep1k, sep1k, sep8k, share16, share1k, share1k6, share1k6s, share1k9, small, small2000, small2k"):
         RunSpec(model="aproach1", seed=0)
 
 

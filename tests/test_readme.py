@@ -47,6 +47,34 @@ def test_every_example_config_in_the_readme_is_valid(block):
     assert config.specs()
 
 
+def quick_start_lines() -> list[str]:
+    """The commands of the Quick start's shell block, comments dropped."""
+    section = README.read_text(encoding="utf-8").split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL).group(1)
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_quick_starts_make_targets_exist():
+    phony = re.search(r"^\.PHONY:(.*)$", (REPO / "Makefile").read_text(), flags=re.MULTILINE).group(1).split()
+    targets = [line.split()[1] for line in quick_start_lines() if line.startswith("make ")]
+    assert targets and set(targets) <= set(phony)
+
+
+def test_the_quick_start_reaches_the_reducecnn_command_in_a_fresh_shell(tmp_path):
+    # After `make`, .venv is this test's own virtual environment: link it, then run the lines
+    # that follow the make targets in a shell with nothing but a minimal PATH.
+    if not (Path(sys.prefix) / "bin" / "activate").is_file():
+        pytest.skip("the tests do not run in a virtual environment (no bin/activate to source)")
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    after_make = [line for line in quick_start_lines() if not line.startswith("make ")]
+    assert any(line.startswith("reducecnn") for line in after_make)
+    completed = subprocess.run(["bash", "-c", " && ".join(after_make)], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                                            "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert completed.returncode == 0, completed.stderr
+    assert "approach1" in completed.stdout
+
+
 def test_the_readme_is_a_front_door_under_200_lines():
     assert len(README.read_text(encoding="utf-8").splitlines()) < 200
 

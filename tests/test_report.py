@@ -190,3 +190,58 @@ def test_a_grid_report_under_study_says_why_no_recipe_is_chosen(grid_report):
     assert "No recipe is chosen for baseline, approach1: under the study protocol the validation set is the " \
            "test set, so no recipe can be chosen without touching the test set." in study
     assert "| chosen recipe |" not in study
+
+
+def test_an_interval_past_what_an_accuracy_can_be_is_clipped_and_marked():
+    from reducecnn.report import format_interval
+
+    assert format_interval(-0.9184, 1.3217) == "[0.00, 100.00]†"
+    assert format_interval(0.9712, 0.9850) == "[97.12, 98.50]"
+    assert format_interval(-1.7959, 0.4414, signed=True) == "[-100.00, +44.14]†"
+
+
+def test_a_report_explains_a_clipped_two_seed_interval(tmp_path):
+    runs = make_runs([("baseline", 0, 0.20, "ok"), ("baseline", 1, 0.99, "ok")])
+    markdown = write_report(runs, pd.DataFrame(), tmp_path).read_text()
+    assert "| [0.00, 100.00]† |" in markdown
+    assert "† Clipped to 0-100%: the 95% t interval reached past what an accuracy can be." in markdown
+
+
+def test_a_verdict_line_says_its_interval_was_clipped():
+    from reducecnn.report import verdict_lines
+
+    runs = make_runs([("baseline", 0, 0.98, "ok"), ("baseline", 1, 0.99, "ok"),
+                      ("approach1", 0, 0.11, "ok"), ("approach1", 1, 0.98, "ok")])
+    [line] = verdict_lines(runs, 0.005)
+    assert "95% CI [-100.00, " in line and "(clipped to ±100 points): inconclusive" in line
+
+
+def test_a_learning_curve_thins_out_where_fewer_than_half_of_its_runs_remain():
+    from reducecnn.report import thinned_from
+
+    assert thinned_from([5, 5, 4, 4, 2, 2]) == 4
+    assert thinned_from([4, 2, 2]) == 3  # half is still enough for the band
+    assert thinned_from([3, 3]) == 2
+
+
+def test_the_band_ends_where_the_curve_thins_and_the_points_say_how_many_runs_remain():
+    from matplotlib.figure import Figure
+
+    from reducecnn.report import draw_model_curve
+
+    axes = Figure().subplots()
+    curve = pd.DataFrame({"epoch": [1, 2, 3, 4], "mean": [0.95, 0.96, 0.97, 0.975], "std": [0.01] * 4,
+                          "runs": [5, 5, 2, 2]})
+    draw_model_curve(axes, curve, "approach1", "tab:orange")
+    [band] = axes.collections
+    assert band.get_paths()[0].vertices[:, 0].max() == 2
+    solid, dashed = axes.lines
+    assert list(dashed.get_xdata()) == [2, 3, 4] and dashed.get_linestyle() == "--"
+    assert [text.get_text() for text in axes.texts] == ["n=2"]
+
+
+def test_a_report_warns_when_a_row_pools_two_versions_of_a_user_model(tmp_path):
+    runs = make_runs([("tiny", 0, 0.95, "ok"), ("tiny", 1, 0.96, "ok")])
+    runs = runs.assign(spec_json=['{"model_source": "v1"}', '{"model_source": "v2"}'])
+    markdown = write_report(runs, pd.DataFrame(), tmp_path).read_text()
+    assert "its 2 ok runs come from 2 versions of its source file, averaged in one row" in markdown
