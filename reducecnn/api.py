@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reducecnn import logs
-from reducecnn.config import BenchmarkConfig, UserError, make_benchmark_config
+from reducecnn.config import BenchmarkConfig, UserError, make_benchmark_config, recipe_change_warning
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: the command line starts without it
     import pandas as pd
@@ -58,27 +60,36 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     location = store.locate(config.out, config.name)
     store.prepare(location)
     done = store.recorded_ok(location)  # an unreadable results file stops us before anything is written
+    previous = store.read_config(location)
+    warning = recipe_change_warning(location.path, previous, config) if previous else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     store.write_config(location, config.model_dump_json(indent=2))
     return runner.run_benchmark(config, dataset, location, done=done)
 
 
 def load_runs(*folders: str | Path) -> pd.DataFrame:
     """The runs tables of one or several local results folders as one DataFrame (files of older
-    versions conformed to today's columns); UserError when a folder has no runs."""
+    versions conformed to today's columns); UserError when a folder has no runs; a UserWarning when
+    they hold several recipes of a model (group by model and the recipe columns, not model alone)."""
     import pandas as pd
 
-    from reducecnn import store
+    from reducecnn import aggregate, store
 
     frames = []
     for folder in folders:
         path = Path(folder)
         if not (path / "runs").is_dir():
             raise UserError(f"no runs/ folder in {path}")
-        frame, warnings = store.read_table(store.locate(str(path.parent), path.name), "runs")
-        if warnings:
-            raise UserError("; ".join(warnings))
+        frame, skipped = store.read_table(store.locate(str(path.parent), path.name), "runs")
+        if skipped:
+            raise UserError("; ".join(skipped))
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    mixed = aggregate.mixed_recipes_warning(runs) if len(runs) else None
+    if mixed:
+        warnings.warn(mixed, stacklevel=2)
+    return runs
 
 
 def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None = None,

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from reducecnn import logs
 from reducecnn.api import check_models, require_tensorflow, run_config
-from reducecnn.config import UserError, make_benchmark_config, make_run_spec, read_config_file
+from reducecnn.config import UserError, make_benchmark_config, make_run_spec, read_config_file, unknown_model_message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +54,8 @@ def add_spec_flags(parser: argparse.ArgumentParser, grid: bool = False) -> None:
     parser.add_argument("--augment-shift", type=number, help="shift training images randomly by up to N pixels "
                         "(0-4, default 0)" + several)
     parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (default: offline sources)")
-    parser.add_argument("--name", help="benchmark name: results go to OUT/NAME/ (default mnist-holdout)")
+    parser.add_argument("--name", help="benchmark name: results go to OUT/NAME/ (default: the dataset, protocol and "
+                        "the recipe fields set away from their defaults, e.g. mnist-holdout, mnist-holdout-e1-n2000)")
     parser.add_argument("--out", help="results root, a local folder or a pyarrow.fs URI such as s3://bucket/prefix "
                         "(default results/)")
     parser.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices and train under "
@@ -154,8 +155,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     names = args.models or list(MODELS)
     unknown = [name for name in names if name not in MODELS and not is_reference(name)]
     if unknown:
-        raise UserError(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}, "
-                        "or your own as file.py:function")
+        raise UserError(unknown_model_message(unknown[0], MODELS))
     try:
         users = {name: load_reference(name) for name in names if is_reference(name)}
     except ModelError as error:

@@ -244,6 +244,15 @@ def recorded_ok(location: Location) -> set[str]:
     return done
 
 
+def read_config(location: Location) -> str | None:
+    """The config.json the last invocation saved beside the results; None when there is none."""
+    path = location.join("config.json")
+    if location.filesystem.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with location.filesystem.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
 def write_config(location: Location, config_json: str) -> None:
     """Save the benchmark's config beside its results (overwritten by each invocation)."""
     path = location.join("config.json")
