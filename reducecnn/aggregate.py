@@ -124,6 +124,10 @@ def summarize_group(keys: tuple, group: pd.DataFrame) -> dict[str, object]:
                test_accuracy_ci_low=ci_low, test_accuracy_ci_high=ci_high)
     for source, target in MEAN_COLUMNS.items():
         row[target] = mean_or_nan(ok[source]) if source in ok else math.nan
+    if "vectorized" in ok and ok["vectorized"].fillna(False).astype(bool).nunique() > 1:
+        # A member's seconds are its share of a group's device time, a lone run's its own wall
+        # time: their mean would describe neither, so the speed columns stay empty.
+        row["train_seconds_mean"] = row["images_per_second_mean"] = math.nan
     return row
 
 

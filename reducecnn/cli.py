@@ -121,11 +121,11 @@ def add_benchmark_flags(parser: argparse.ArgumentParser, program: str = "reducec
     add_spec_flags(parser, grid=True)
     parser.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else start a local Ray)")
     parser.add_argument("--cpus-per-run", type=float, help="CPUs per run = its TensorFlow threads (default 1)")
-    parser.add_argument("--gpus-per-run", type=float, help="GPUs per task (one run, or one vectorized group of "
-                        "--runs-per-task runs): a fraction packs several tasks on one GPU, 2+ trains one run under "
-                        "MirroredStrategy (default 0.125 when the cluster has GPUs, else 0)")
+    parser.add_argument("--gpus-per-run", type=float, help="train on GPUs: each group trainer holds min(this, 1) "
+                        "GPU, single runs this many (2+: MirroredStrategy); waits for an autoscaler's GPU workers, "
+                        "refused where none can come (default: a trainer per GPU the cluster has now, else CPUs)")
     parser.add_argument("--runs-per-task", type=int, help="train up to K seeds of one model and recipe as ONE "
-                        "vectorized computation per task (default: 1 on CPUs, 64 where tasks get a GPU)")
+                        "vectorized computation on a long-lived trainer (default: 64 on GPUs, 1 on CPUs)")
     parser.add_argument("--max-retries", type=int, help="retries of a run whose worker died (default 2)")
     parser.add_argument("--no-report", dest="report", action="store_const", const=False,
                         help="do not write the summary report at the end")

@@ -138,8 +138,8 @@ class BenchmarkConfig(BaseModel):
     cpus_per_run: float = Field(1.0, gt=0)
     gpus_per_run: float | None = Field(None, ge=0)
     cpu_devices: int = Field(1, ge=1)
-    # K > 1: up to K seeds of one model and recipe as one vectorized computation per task
-    # (reducecnn/vectorized.py); None: 1 on CPUs, GPU_GROUP_SIZE where tasks get a GPU.
+    # K > 1: up to K seeds of one model and recipe as one vectorized computation on a group trainer
+    # (reducecnn/vectorized.py, worker.py); None: 1 on CPUs, plan.GPU_GROUP_SIZE on GPUs.
     runs_per_task: int | None = Field(None, ge=1)
     resources_per_run: dict[str, float] = Field(default_factory=dict)
     max_retries: int = Field(2, ge=0)

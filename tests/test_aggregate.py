@@ -272,3 +272,12 @@ def test_runs_of_two_versions_of_a_user_model_are_named():
     [line] = user_model_version_warnings(runs)
     assert line.startswith("tiny (mnist, holdout, ") and line.endswith(
         "its 3 ok runs come from 2 versions of its source file, averaged in one row")
+
+
+def test_speed_is_not_averaged_over_grouped_and_single_runs():
+    runs = make_runs([("approach1", seed, 0.97, "ok") for seed in range(3)])
+    runs["vectorized"] = [True, True, False]
+    row = summarize(runs).iloc[0]
+    assert math.isnan(row["train_seconds_mean"]) and math.isnan(row["images_per_second_mean"])
+    runs["vectorized"] = True
+    assert summarize(runs).iloc[0]["train_seconds_mean"] == 120.0
