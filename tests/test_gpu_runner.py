@@ -179,3 +179,32 @@ sys.exit(cli.main(["benchmark", "--models", "approach2", "--seeds", "2", "--epoc
 """, tmp_path, env={"KERAS_BACKEND": "jax"})
     runs = pd.read_parquet(tmp_path / "j" / "runs")
     assert runs[["status", "backend", "vectorized", "group_size"]].values.tolist() == [["ok", "jax", True, 2]] * 2
+
+
+class _Cause:
+    """A trainer's error as the driver sees it: Ray's wrapper with the exception raised inside."""
+
+    def __init__(self, cause: Exception):
+        self.cause = cause
+
+
+def test_a_group_out_of_memory_is_retried_in_halves_and_a_lone_member_fails(tmp_path):
+    from tqdm import tqdm
+
+    from reducecnn import runner, store, worker
+
+    config = BenchmarkConfig(models=("approach1",), seeds=tuple(range(5)), out=str(tmp_path), name="oom")
+    location = store.locate(str(tmp_path), "oom")
+    store.prepare(location)
+    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=1))
+    with tqdm(disable=True) as bar:
+        driver = runner._Driver(config, the_plan, location, None, "mnist", bar)
+        [group] = [driver._group(specs) for specs in the_plan.groups]
+        group.received.add(group.specs[0].run_id)  # streamed before the device ran out of memory
+        driver._group_failed(group, _Cause(worker.GroupOutOfMemory("RESOURCE_EXHAUSTED: out of memory")))
+        assert [[s.seed for s in g.specs] for g in driver.queue] == [[1, 2], [3, 4]]
+        lone = driver._group(group.specs[4:])
+        driver._group_failed(lone, _Cause(worker.GroupOutOfMemory("RESOURCE_EXHAUSTED: out of memory")))
+    runs = pd.read_parquet(tmp_path / "oom" / "runs")
+    assert runs[["seed", "status"]].values.tolist() == [[4, "failed"]]
+    assert "GroupOutOfMemory" in runs["error"].iloc[0]
