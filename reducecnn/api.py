@@ -31,7 +31,7 @@ def check_models(references: list[str]) -> None:
 
     for reference in references:
         if is_reference(reference):
-            logs.import_frameworks()
+            logs.import_frameworks(driver=True)
             try:
                 check(load_reference(reference))
             except ModelError as error:

@@ -46,7 +46,7 @@ def groups(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
 def not_vectorizable(model: str, source: str | None = None) -> str | None:
     """Why the stacked form cannot reproduce this model exactly (a layer it does not cover,
     regularizers, constraints, random layers, a custom train step), or None when it can."""
-    logs.import_frameworks()
+    logs.import_frameworks(driver=True)
     from reducecnn.models import builder
     from reducecnn.stacked import NotVectorizable, stack
 
