@@ -111,6 +111,7 @@ class _Trainer:
     actor: object
     ready: bool = False
     outstanding: int = 0
+    released: bool = False
 
 
 @dataclass
@@ -175,14 +176,17 @@ class _Driver:
     def _dispatch(self, index: int) -> None:
         """Hand queued groups to trainer `index` until it holds TRAINER_QUEUE; release it when idle."""
         trainer = self.trainers[index]
-        while trainer.ready and trainer.outstanding < TRAINER_QUEUE and self.queue:
+        starting = sum(not t.ready and not t.released for t in self.trainers)
+        # A second group queued ahead only where the trainers still starting leave enough for each.
+        while trainer.ready and self.queue and (not trainer.outstanding or (
+                trainer.outstanding < TRAINER_QUEUE and len(self.queue) > starting)):
             group = self.queue.popleft()
             group.trainer = index
             trainer.outstanding += 1
             self.pending[trainer.actor.train.remote(group.group_id, group.specs, self.arrays_ref)] = ("group", group)
         if trainer.ready and not trainer.outstanding and not self.queue:
             ray.kill(trainer.actor)  # its GPU or CPU goes to whatever still waits
-            trainer.ready = False
+            trainer.ready, trainer.released = False, True
 
     def record(self, result: RunResult) -> None:
         """Write one result now; a run another writer already recorded ok counts as ok."""
@@ -241,6 +245,7 @@ class _Driver:
             if kind == "ready":
                 del self.pending[waitable]
                 ray.kill(self.trainers[index].actor)
+                self.trainers[index].released = True
 
     def _stream(self, generator, group: _Group) -> None:
         """The next member of a streaming group, its end, or its trainer's failure."""
