@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import time
 import uuid
@@ -87,28 +88,29 @@ def is_uri(out: str) -> bool:
 def locate(out: str, name: str) -> Location:
     """Where results of benchmark `name` live under `out` (a path or any pyarrow.fs URI)."""
     if not is_uri(out):
-        from pathlib import Path
-
-        path = str(Path(out.removeprefix("file://")).resolve())
+        path = str(pathlib.Path(out.removeprefix("file://")).resolve())
         return Location(pafs.LocalFileSystem(), f"{path.rstrip('/')}/{name}")
     try:
         filesystem, path = pafs.FileSystem.from_uri(out)
     except (pa.ArrowInvalid, ValueError) as error:
         raise UserError(f"--out {out}: {str(error).splitlines()[0]}") from None
     except OSError as error:
-        raise UserError(f"--out {out}: {_remote_hint(str(error))}") from None
+        raise UserError(f"--out {out}: {remote_hint(str(error))}") from None
     return Location(filesystem, f"{path.rstrip('/')}/{name}", f"{out.rstrip('/')}/{name}")
 
 
-def _remote_hint(error: str) -> str:
+def remote_hint(error: str) -> str:
     """An object store's error as one line that says what to set."""
     first = error.strip().splitlines()[0] if error.strip() else "unknown error"
-    if "resolve" in first.lower() or "curlCode" in first or "connect" in first.lower():
-        return (f"cannot reach the object store ({first.split('error detail: ')[-1]}); check the bucket's "
-                "name and AWS_ENDPOINT_URL (or AWS_DEFAULT_REGION)")
+    detail = first.rsplit("Details: ", 1)[-1].rsplit("error detail: ", 1)[-1]
+    if any(word in first for word in ("resolve", "curlCode", "connect", "Connection")):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        where = f"AWS_ENDPOINT_URL={endpoint}" if endpoint else "AWS's default endpoint"
+        return (f"cannot reach the object store at {where} ({detail}); set AWS_ENDPOINT_URL to the store's "
+                "address (or AWS_DEFAULT_REGION for AWS itself) and check the network")
     if any(word in first for word in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "credentials",
                                       "Forbidden", "403")):
-        return (f"access denied ({first}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
+        return (f"access denied ({detail}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
                 "to credentials that may write there")
     return first
 
@@ -119,7 +121,7 @@ def _check_bucket(location: Location) -> None:
     try:
         info = location.filesystem.get_file_info(bucket)
     except (OSError, pa.ArrowException) as error:
-        raise UserError(f"bucket {bucket}: {_remote_hint(str(error))}") from None
+        raise UserError(f"bucket {bucket}: {remote_hint(str(error))}") from None
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"bucket {bucket} does not exist (or AWS_ENDPOINT_URL points to another store); "
                         "create it or fix --out")
@@ -128,7 +130,7 @@ def _check_bucket(location: Location) -> None:
         location.filesystem.open_output_stream(probe).close()
         location.filesystem.delete_file(probe)
     except (OSError, pa.ArrowException) as error:
-        raise UserError(f"bucket {bucket}: {_remote_hint(str(error))}") from None
+        raise UserError(f"bucket {bucket}: {remote_hint(str(error))}") from None
 
 
 def prepare(location: Location) -> None:
@@ -464,6 +466,15 @@ def read_table(location: Location, folder: str = "runs") -> tuple[pd.DataFrame, 
                 raise
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     return _once_per_run(table, folder).to_pandas(), warnings
+
+
+def upload(folder: pathlib.Path, location: Location) -> None:
+    """Copy a local folder's files (a rendered report) to a location, replacing what is there."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        target = location.join(*path.relative_to(folder).parts)
+        location.filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with location.filesystem.open_output_stream(target) as stream:
+            stream.write(path.read_bytes())
 
 
 def write_config(location: Location, config_json: str) -> None:

@@ -303,3 +303,16 @@ def test_pandas_sees_each_run_once_at_every_moment_of_writes_and_compactions(loc
     print(f"{len(seen)} reads, {len(retries)} retried")
     assert len(seen) > 5 and len(pd.read_parquet(tmp_path / "bench" / "runs")) == 120
     assert len(list((tmp_path / "bench" / "runs").iterdir())) < 20
+
+
+def test_two_writers_racing_on_one_folder_keep_every_ok_record(location, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from reducecnn import store; from tests.test_store import _grid_record;"
+            "location = store.locate(sys.argv[1], 'bench');"
+            "[store.write_run(_grid_record(seed, sys.argv[2]), [], location) for seed in range(40)]")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), status]) for status in ("failed", "ok")]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    runs = pd.read_parquet(tmp_path / "bench" / "runs")
+    assert sorted(runs["seed"]) == list(range(40)) and set(runs["status"]) == {"ok"}
