@@ -147,3 +147,18 @@ def test_an_unreachable_store_stops_a_benchmark_before_training(s3, monkeypatch,
     assert main(["benchmark", "--models", "approach1", "--seeds", "1", "--out", "s3://some-bucket/x"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert "bucket some-bucket: cannot reach the object store at AWS_ENDPOINT_URL=http://127.0.0.1:9" in line
+
+
+def test_a_benchmark_trains_into_a_bucket_and_returns_its_runs(s3):
+    # The whole path on a local Ray: train, write each record to the bucket, compact, report, read back.
+    uri, filesystem = s3
+    code = ("import sys; from reducecnn import benchmark;"
+            "runs = benchmark(models=['approach2'], seeds=2, epochs=1, train_limit=500, out=sys.argv[1], name='bench');"
+            "print(sorted(runs['seed']), sorted(set(runs['status'])))")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    completed = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True, timeout=600, env=env)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[0, 1] ['ok']"
+    prefix = f"{BUCKET}/{uri.split('/', 3)[3]}/bench"
+    assert filesystem.get_file_info(f"{prefix}/summary.md").type == pafs.FileType.File
+    assert sorted(pd.read_parquet(f"{uri}/bench/epochs")["seed"]) == [0, 1]

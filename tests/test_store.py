@@ -316,3 +316,16 @@ def test_two_writers_racing_on_one_folder_keep_every_ok_record(location, tmp_pat
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
     runs = pd.read_parquet(tmp_path / "bench" / "runs")
     assert sorted(runs["seed"]) == list(range(40)) and set(runs["status"]) == {"ok"}
+
+
+def test_every_committed_results_folder_reads_with_today_s_columns():
+    from pathlib import Path
+
+    from reducecnn import api
+
+    folders = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "docs" / "results").glob("*/runs"))
+    assert len(folders) >= 19
+    for folder in folders:
+        runs = api.load_runs(folder)  # UserError on any unreadable file
+        assert list(runs.columns) == store.RUNS_SCHEMA.names and not runs["run_id"].duplicated().any(), folder
+        assert runs["learning_rate"].notna().all(), folder
