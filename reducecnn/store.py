@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -348,14 +349,13 @@ def write_runs(results: list[tuple[RunRecord, list[dict]]], location: Location) 
         epoch_names = _epoch_names(location, index)
         if location.is_local:
             _drop_orphan_epochs(location, index)
-        written, parts, singles, seen = [], [], [], set()
-        for record, epochs in results:
-            fresh = record.run_id not in index.ok and record.run_id not in seen
+        chosen = _most_final(results)
+        written, parts, singles = [], [], []
+        for position, (record, epochs) in enumerate(results):
+            fresh = record.run_id not in index.ok and chosen[record.run_id] == position
             written.append(fresh)
             if not fresh:
                 continue
-            if record.status == "ok":
-                seen.add(record.run_id)
             single = f"{record.run_id}.parquet"
             # Locally, an ok record takes over its run's failed file by rename: the run is never
             # seen twice. Object stores keep ok records in parts and delete the failed file after.
@@ -368,10 +368,34 @@ def write_runs(results: list[tuple[RunRecord, list[dict]]], location: Location) 
         for record, epochs in singles:
             _write_single(record, epochs, location, index)
         if location.is_local and sum(1 for name in index.files if not name.startswith(_COMPACTED)) >= COMPACT_AT:
-            _compact_locked(location)
+            try:
+                _compact_locked(location)
+            except OSError as error:  # e.g. a filesystem without hard links: the records are written
+                index.stamp = index.epochs_stamp = ()
+                _warn_once(f"results in {location.show()} are not compacted ({error}); they read as before, slower")
         # What the folders' stamps will be once the lock is released: the next call lists nothing.
         index.stamp, index.epochs_stamp = _stamp(location, "runs", 1), _stamp(location, "epochs", 1)
     return written
+
+
+def _most_final(results: list[tuple[RunRecord, list[dict]]]) -> dict[str, int]:
+    """Per run id in a batch, the position of the record to write: its first ok, else its last."""
+    chosen: dict[str, int] = {}
+    for position, (record, _) in enumerate(results):
+        previous = chosen.get(record.run_id)
+        if previous is None or (results[previous][0].status != "ok"):
+            chosen[record.run_id] = position
+    return chosen
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Say something to the user once per process (stderr)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def _write_part(results: list[tuple[RunRecord, list[dict]]], location: Location, index: _Index) -> None:
@@ -531,6 +555,11 @@ def _plan(location: Location, index: _Index) -> tuple[list[str], list[list[str]]
         if name.startswith(_COMPACTED):
             tiers.setdefault(len(str(len(ok))), []).append(name)
     merges = [sorted(names) for names in tiers.values() if len(names) >= MERGE_AT]
+    compacted = [name for names in tiers.values() for name in names]
+    overlap = sum(len(index.files[name][0]) for name in compacted) > len(
+        set().union(*(index.files[name][0] for name in compacted)))
+    if overlap:  # two compactions at once on an object store: merge all, each run once again
+        merges = [sorted(compacted)]
     return sorted(loose), merges
 
 
@@ -540,26 +569,40 @@ def _compact_locked(location: Location) -> int:
     loose, merges = _plan(location, index)
     if not loose and not merges:
         return 0
+    if location.is_local and any(_foreign_entries(location, folder) for folder in FOLDERS):
+        _warn_once(f"{location.show()}: runs/ or epochs/ holds folders or links; not compacted, so they stay as they are")
+        return 0
     groups = ([loose] if loose else []) + merges
     ok = set(index.ok)
+    # A part an object store still shows after its rows were compacted (another driver's
+    # compaction, half-way) adds nothing: its rows are dropped, the part deleted.
+    compacted = set().union(*(index.files[name][0] for name in index.files if name.startswith(_COMPACTED)))
     epoch_names = _epoch_names(location, index)
     replaced = 0
     for names in groups:
         if len(names) == 1 and names[0].startswith(_COMPACTED):
             continue
+        is_new = ok.difference(compacted).__contains__ if names is loose else ok.__contains__
         name = f"{_COMPACTED}{hashlib.sha256(' '.join(names).encode()).hexdigest()[:32]}.parquet"
         # epochs first: a compacted epochs file never lacks the rows of a compacted record
         # (a run's own file has the same name in both folders, a part too)
         epoch_inputs = [item for item in names if item in epoch_names]
         if epoch_inputs:
-            _replace(location, "epochs", epoch_inputs, name, ok.__contains__, index)
-        _replace(location, "runs", names, name, ok.__contains__, index)
+            _replace(location, "epochs", epoch_inputs, name, is_new, index)
+        _replace(location, "runs", names, name, is_new, index)
         replaced += len(names)
     index.stamp = index.epochs_stamp = ()
     index.written.clear()
     _index(location)
     _epoch_names(location, index)
     return replaced
+
+
+def _foreign_entries(location: Location, folder: str) -> list[str]:
+    """Entries of a local folder a compaction's swap would not carry over (folders, links)."""
+    with os.scandir(location.join(folder)) as entries:
+        return [entry.name for entry in entries
+                if not entry.name.startswith(".") and not entry.is_file(follow_symlinks=False)]
 
 
 def _merged(location: Location, folder: str, names: list[str], keep_run, index: _Index) -> pa.Table:

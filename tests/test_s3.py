@@ -162,3 +162,17 @@ def test_a_benchmark_trains_into_a_bucket_and_returns_its_runs(s3):
     prefix = f"{BUCKET}/{uri.split('/', 3)[3]}/bench"
     assert filesystem.get_file_info(f"{prefix}/summary.md").type == pafs.FileType.File
     assert sorted(pd.read_parquet(f"{uri}/bench/epochs")["seed"]) == [0, 1]
+
+
+def test_a_part_left_behind_by_a_compaction_is_dropped_by_the_next(s3):
+    import pyarrow.parquet as pq
+
+    uri, filesystem = s3
+    location = _write(uri, [0, 1])
+    store.compact(location)
+    # another driver's compaction wrote its compacted object but died before deleting this part
+    pq.write_table(store.record_table([_record(1)]), f"{location.join('runs')}/part-1-left.parquet",
+                   filesystem=location.filesystem)
+    assert sorted(api.load_runs(f"{uri}/bench")["seed"]) == [0, 1]  # reducecnn's reads: each run once
+    store.compact(location)
+    assert sorted(pd.read_parquet(f"{uri}/bench/runs")["seed"]) == [0, 1]  # and pandas' after it

@@ -329,3 +329,9 @@ def test_every_committed_results_folder_reads_with_today_s_columns():
         runs = api.load_runs(folder)  # UserError on any unreadable file
         assert list(runs.columns) == store.RUNS_SCHEMA.names and not runs["run_id"].duplicated().any(), folder
         assert runs["learning_rate"].notna().all(), folder
+
+
+def test_a_batch_with_a_run_twice_writes_its_ok_record_only(location, tmp_path):
+    batch = [(_grid_record(0, "failed"), []), (_grid_record(0), _epochs(_grid_record(0))), (_grid_record(0), [])]
+    assert store.write_runs(batch, location) == [False, True, False]
+    assert pd.read_parquet(tmp_path / "bench" / "runs")["status"].tolist() == ["ok"]
