@@ -59,9 +59,9 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
         require_tensorflow(command)  # a local Ray's workers share this environment
     if local_ray or importlib.util.find_spec("tensorflow") is not None:
         check_models(list(config.models))  # else the cluster's workers build them and report
-    location = store.locate(config.out, config.name)
-    store.prepare(location)  # a missing bucket or folder stops us before the data is read
     dataset = data.load(config.dataset, config.data_dir)
+    location = store.locate(config.out, config.name)
+    store.prepare(location)  # a missing bucket stops us here, before any training
     # An unreadable results file stops us before anything is written. The runner asks again:
     # answered from this process's index of the folder, that costs one stat.
     store.recorded_ok(location)
