@@ -4,6 +4,7 @@
     runs = benchmark(models=["approach1", "my_models.py:tiny"], seeds=5, epochs=3, name="try")
     runs.groupby("model")["test_accuracy"].describe()
     load_runs("results/try", "results/mnist-holdout")      # one or several results folders
+    load_runs("s3://bucket/results/try")                   # or on an object store
 
 `benchmark` validates, resumes and writes exactly as `reducecnn benchmark` does (a bad field
 raises UserError before anything runs); `run_config` is the body both share.
@@ -14,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +26,8 @@ from reducecnn.config import BenchmarkConfig, UserError, make_benchmark_config, 
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: the command line starts without it
     import pandas as pd
+
+    from reducecnn import store
 
 
 def check_models(references: list[str]) -> None:
@@ -47,8 +52,8 @@ def require_tensorflow(command: str) -> None:
 
 
 def run_config(config: BenchmarkConfig, command: str = "benchmark"):
-    """Check what needs the framework, then train what is not recorded yet and write the report
-    (local results); returns the runner's Outcome."""
+    """Check what needs the framework, then train what is not recorded yet and compact what was
+    written; returns the runner's Outcome."""
     from reducecnn import data, runner, store
 
     local_ray = not (config.address or os.environ.get("RAY_ADDRESS"))
@@ -58,30 +63,71 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
         check_models(list(config.models))  # else the cluster's workers build them and report
     dataset = data.load(config.dataset, config.data_dir)
     location = store.locate(config.out, config.name)
-    store.prepare(location)
+    store.prepare(location)  # a missing bucket stops us here, before any training
     done = store.recorded_ok(location)  # an unreadable results file stops us before anything is written
     previous = store.read_config(location)
     warning = recipe_change_warning(location.path, previous, config) if previous else None
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     store.write_config(location, config.model_dump_json(indent=2))
-    return runner.run_benchmark(config, dataset, location, done=done)
+    outcome = runner.run_benchmark(config, dataset, location, done=done)
+    store.compact(location)
+    return outcome
+
+
+def results_location(folder: str | Path) -> store.Location:
+    """A results folder as the user named it (a path, or a URI such as s3://bucket/prefix/name)."""
+    from reducecnn import store
+
+    text = str(folder).rstrip("/")
+    parent, _, name = text.rpartition("/")
+    if not name or parent.endswith(":/"):
+        raise UserError(f"{folder} names no results folder (expected PARENT/NAME, e.g. results/mnist-holdout)")
+    return store.locate(parent or ".", name)
+
+
+def benchmarks_in(folder: str | Path) -> list[str]:
+    """The benchmarks (folders with a runs/ folder) directly inside a folder, by name."""
+    import pyarrow.fs as pafs
+
+    from reducecnn import store
+
+    location = results_location(folder)
+    try:
+        entries = location.filesystem.get_file_info(pafs.FileSelector(location.path, allow_not_found=True))
+        inside = [entry.path for entry in entries if entry.type == pafs.FileType.Directory]
+        runs = location.filesystem.get_file_info([f"{path}/runs" for path in inside])
+    except OSError as error:
+        raise UserError(f"{folder}: {store.remote_hint(str(error))}") from None
+    return sorted(path.rsplit("/", 1)[-1] for path, info in zip(inside, runs) if info.type == pafs.FileType.Directory)
+
+
+def has_runs(folder: str | Path) -> bool:
+    """Whether a results folder (local or on an object store) has a runs/ folder."""
+    import pyarrow.fs as pafs
+
+    from reducecnn import store
+
+    location = results_location(folder)
+    try:
+        return location.filesystem.get_file_info(location.join("runs")).type == pafs.FileType.Directory
+    except OSError as error:
+        raise UserError(f"{folder}: {store.remote_hint(str(error))}") from None
 
 
 def load_runs(*folders: str | Path) -> pd.DataFrame:
-    """The runs tables of one or several local results folders as one DataFrame (files of older
-    versions conformed to today's columns); UserError when a folder has no runs; a UserWarning when
-    they hold several recipes of a model (group by model and the recipe columns, not model alone)."""
+    """The runs tables of one or several results folders, local or s3://..., as one DataFrame
+    (each run once, files of older versions conformed to today's columns); UserError when a
+    folder has no runs."""
     import pandas as pd
 
     from reducecnn import aggregate, store
 
     frames = []
     for folder in folders:
-        path = Path(folder)
-        if not (path / "runs").is_dir():
-            raise UserError(f"no runs/ folder in {path}")
-        frame, skipped = store.read_table(store.locate(str(path.parent), path.name), "runs")
+        if not has_runs(folder):
+            raise UserError(f"no runs/ folder in {folder}")
+        frame, skipped = store.read_table(results_location(folder), "runs")
         if skipped:
             raise UserError("; ".join(skipped))
         frames.append(frame)
@@ -92,17 +138,26 @@ def load_runs(*folders: str | Path) -> pd.DataFrame:
     return runs
 
 
-def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None = None,
-                 ) -> tuple[Path, pd.DataFrame, list[str]]:
-    """Write summary.md, summary.parquet and the plots of one or more local results folders
-    (into the first, or `into`); returns the summary.md path, the runs and the skipped files."""
+@dataclass(frozen=True)
+class Report:
+    """A written report: where its summary.md is (a path or a URI), its text, what it read."""
+
+    summary: str
+    markdown: str
+    runs: pd.DataFrame
+    warnings: list[str]
+
+
+def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None = None) -> Report:
+    """Write summary.md, summary.parquet and the plots of one or more results folders (into the
+    first, or `into`; on an object store, rendered here and uploaded beside the results)."""
     import pandas as pd
 
     from reducecnn import report, store
 
     runs, epochs, warnings = [], [], []
     for results_dir in results_dirs:
-        location = store.locate(str(Path(results_dir).parent), Path(results_dir).name)
+        location = results_location(results_dir)
         for folder, frames in (("runs", runs), ("epochs", epochs)):
             frame, folder_warnings = store.read_table(location, folder)
             frames.append(frame)
@@ -110,18 +165,25 @@ def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None 
     all_runs = pd.concat(runs, ignore_index=True)
     if all_runs.empty:
         raise UserError(f"no runs recorded in {', '.join(str(d) + '/runs' for d in results_dirs)}")
-    summary = report.write_report(all_runs, pd.concat(epochs, ignore_index=True), Path(into or results_dirs[0]),
-                                  margin=margin / 100, warnings=warnings)
-    return summary, all_runs, warnings
+    target = str(into or results_dirs[0])
+    all_epochs = pd.concat(epochs, ignore_index=True)
+    if not store.is_uri(target):
+        summary = report.write_report(all_runs, all_epochs, Path(target), margin=margin / 100, warnings=warnings)
+        return Report(str(summary), summary.read_text(encoding="utf-8"), all_runs, warnings)
+    with tempfile.TemporaryDirectory(prefix="reducecnn-report-") as staging:
+        summary = report.write_report(all_runs, all_epochs, Path(staging), margin=margin / 100, warnings=warnings)
+        store.upload(Path(staging), results_location(target))
+        return Report(results_location(target).show("summary.md"), summary.read_text(encoding="utf-8"),
+                      all_runs, warnings)
 
 
 def benchmark(report: bool = True, verbose: bool = False, **fields: Any) -> pd.DataFrame:
     """Run a benchmark as `reducecnn benchmark` would, with the same fields as a config file
-    (`models`, `seeds`, `epochs`, `learning_rate=[0.005, 0.01]`, `name`, `out`, ...); returns its
-    runs table, the same rows `pandas.read_parquet(out/name/runs)` gives."""
+    (`models`, `seeds`, `epochs`, `learning_rate=[0.005, 0.01]`, `name`, `out` (a folder or
+    s3://...), ...); returns its runs table, the same rows `pandas.read_parquet(out/name/runs)` gives."""
     logs.set_verbose(verbose or logs.verbose())
     config = make_benchmark_config({**fields, "report": report})
     outcome = run_config(config)
-    if config.report and outcome.location.is_local:
-        write_report([outcome.location.path])
-    return load_runs(Path(config.out) / config.name)
+    if config.report:
+        write_report([outcome.location.show()])
+    return load_runs(outcome.location.show())

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="summary tables and plots of a results folder")
     report.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
-                        help="a benchmark's folder, e.g. results/mnist-holdout; several are combined (needs --into)")
+                        help="a benchmark's folder, e.g. results/mnist-holdout or s3://bucket/results/mnist-holdout; "
+                        "several are combined (needs --into); a folder of benchmarks lists them")
     report.add_argument("--into", help="folder for the combined report of several results folders")
     report.add_argument("--margin", type=float, default=0.5,
                         help="equivalence margin in percentage points for the 'same accuracy' verdict (default 0.5)")
@@ -209,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train.RunResult(train.failed_record(spec, f"RunFailed: {error}"))
     record = train.with_fields(result.record, benchmark=args.name or "train")
     if not store.write_run(record, result.epochs, location):
-        print(f"run {record.run_id} already has an ok record in {location.join('runs')}; kept it, "
+        print(f"run {record.run_id} already has an ok record in {location.show('runs')}; kept it, "
               f"this {record.status} result was not written", file=sys.stderr)
         return 0 if record.status == "ok" else 1
     if record.status != "ok":
@@ -217,7 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     print(f"{record.run_id}: test accuracy {record.test_accuracy:.4f}, test loss {record.test_loss:.4f}, "
           f"{logs.plural(record.epochs_run, 'epoch')}, {record.train_seconds:.1f} s, {record.strategy} x{record.replicas} "
-          f"on {record.devices} -> {location.join('runs', record.run_id + '.parquet')}"
+          f"on {record.devices} -> {location.show('runs')}"
           + logs.chance_hint(record.test_accuracy))
     return 0
 
@@ -229,9 +230,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     location = outcome.location
     print(f"{logs.plural(outcome.total, 'run')}: {outcome.skipped} already recorded, {outcome.ok} trained ok, "
           f"{outcome.failed} failed "
-          f"in {outcome.wall_seconds:.0f} s; records in {location.join('runs')}", file=sys.stderr)
-    if config.report and location.is_local:
-        _report([location.path], margin=0.5)
+          f"in {outcome.wall_seconds:.0f} s; records in {location.show('runs')}", file=sys.stderr)
+    if config.report:
+        _report([location.show()], margin=0.5)
     if outcome.failed:
         print(f"error: {logs.plural(outcome.failed, 'run')} of {outcome.total} failed (status='failed' rows say why)",
               file=sys.stderr)
@@ -240,35 +241,52 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _report(results_dirs: list[str], margin: float, into: str | None = None, show_markdown: bool = False) -> str:
-    """Write the summary report of one or more local results folders; print (the report, then)
-    its path and the verdicts; returns the summary.md path."""
+    """Write the summary report of one or more results folders (local or s3://...); print (the
+    report, then) where it went and the verdicts; returns the summary.md path or URI."""
     from reducecnn import api, report
 
-    summary, runs, warnings = api.write_report(results_dirs, margin, into)
-    for warning in warnings:
+    written = api.write_report(results_dirs, margin, into)
+    for warning in written.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if show_markdown:
-        print(summary.read_text(encoding="utf-8"))
-    print(f"report: {summary}")
-    for line in report.verdict_lines(runs, margin / 100):
+        print(written.markdown)
+    print(f"report: {written.summary}")
+    for line in report.verdict_lines(written.runs, margin / 100):
         print(f"  {line}")
-    return str(summary)
+    return written.summary
+
+
+def _check_results_dir(results_dir: str) -> list[str]:
+    """UserError when a results folder is missing; the benchmarks inside it when it holds
+    benchmarks rather than runs; [] when it is a benchmark's folder."""
+    from reducecnn import api, store
+
+    if not store.is_uri(results_dir) and not os.path.isdir(results_dir):
+        raise UserError(f"results folder {results_dir} does not exist")
+    if api.has_runs(results_dir):
+        return []
+    inside = api.benchmarks_in(results_dir)
+    if not inside:
+        raise UserError(f"no runs/ folder in {results_dir}: not a benchmark's results (nor a folder of them)")
+    return inside
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`reducecnn report DIR [DIR ...] [--into OUT]`."""
+    """`reducecnn report DIR [DIR ...] [--into OUT]`; a folder of benchmarks lists them."""
     if not 0 < args.margin <= 10:
         raise UserError(f"--margin is in percentage points and must lie in (0, 10], got {args.margin:g}")
-    for results_dir in args.results_dirs:
-        if not os.path.isdir(results_dir):
-            raise UserError(f"results folder {results_dir} does not exist")
-        if not os.path.isdir(os.path.join(results_dir, "runs")):
-            inside = sorted(entry.name for entry in os.scandir(results_dir)
-                            if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "runs")))
-            if inside:
-                example = os.path.join(results_dir, inside[0])
-                raise UserError(f"{results_dir} holds benchmarks, not runs: {', '.join(inside)}; report one with "
-                                f"`reducecnn report {example}`, or several with --into OUT")
+    listings = {results_dir: _check_results_dir(results_dir) for results_dir in args.results_dirs}
+    if len(args.results_dirs) == 1 and listings[args.results_dirs[0]]:
+        [(folder, inside)] = listings.items()
+        example = f"{folder.rstrip('/')}/{inside[0]}"
+        print(f"{folder} holds {logs.plural(len(inside), 'benchmark')}; report one with `reducecnn report "
+              f"{example}`, or several with --into OUT:")
+        for name in inside:
+            print(f"  {folder.rstrip('/')}/{name}")
+        return 0
+    for folder, inside in listings.items():
+        if inside:
+            raise UserError(f"{folder} holds benchmarks, not runs: {', '.join(inside)}; name them one by one")
     if len(args.results_dirs) > 1 and not args.into:
         raise UserError("several results folders need --into OUT for the combined report")
     _report(args.results_dirs, args.margin, args.into, show_markdown=True)

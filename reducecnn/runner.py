@@ -18,7 +18,7 @@ from tqdm import tqdm
 import reducecnn
 from reducecnn import data, logs, plan, store, worker
 from reducecnn.config import GRID_FIELDS, BenchmarkConfig, RunSpec, UserError
-from reducecnn.train import RunResult, with_fields
+from reducecnn.records import RunResult, with_fields
 
 WAITING_NOTICE_SECONDS = 30  # how often the driver says it still waits for GPU workers
 TRAINER_QUEUE = 2  # groups handed to a trainer at once: one training, one being built

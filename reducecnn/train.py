@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import importlib.metadata
 import math
 import resource
-import socket
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 
-import reducecnn
 from reducecnn import devices, models
 from reducecnn.batches import epoch_plan
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
 from reducecnn.models import NUM_CLASSES, describe
+from reducecnn.records import RunRecord, RunResult, epoch_rows, failed_record, package_version, record_for, with_fields
+
+# RunRecord, failed_record and with_fields are also imported from here (runner, notebooks);
 
 EVAL_BATCH_SIZE = 1024  # validation/test batch: changes speed, not the trained weights
 # Training steps per tf.function call: tiny CNNs at batch 32 are bound by per-step overhead;
@@ -29,94 +27,6 @@ STEPS_PER_EXECUTION = 64
 
 class RunFailed(Exception):
     """Training finished without a usable model (e.g. a non-finite loss)."""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of the runs table (docs/reference.md, 'The runs table')."""
-
-    run_id: str
-    model: str
-    seed: int
-    dataset: str
-    protocol: str
-    max_epochs: int
-    batch_size: int
-    patience: int
-    train_limit: int | None
-    spec_json: str
-    learning_rate: float | None = None
-    lr_schedule: str | None = None
-    augment_shift: int | None = None
-    status: str = "ok"
-    error: str | None = None
-    benchmark: str = ""
-    params_total: int | None = None
-    params_trainable: int | None = None
-    params_non_trainable: int | None = None
-    layers: int | None = None
-    macs_per_image: int | None = None
-    epochs_run: int | None = None
-    stopped_early: bool | None = None
-    train_loss: float | None = None
-    train_accuracy: float | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    test_loss: float | None = None
-    test_accuracy: float | None = None
-    train_seconds: float | None = None
-    images_per_second: float | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    host: str | None = None
-    ray_node_id: str | None = None
-    devices: str | None = None
-    strategy: str | None = None
-    replicas: int | None = None
-    threads: int | None = None
-    peak_rss_mb: float | None = None
-    group_size: int | None = 1
-    vectorized: bool | None = False
-    backend: str | None = None
-    group_id: str | None = None
-    group_seconds: float | None = None
-    compile_seconds: float | None = None
-    tensorflow_version: str | None = None
-    keras_version: str | None = None
-    ray_version: str | None = None
-    reducecnn_version: str = reducecnn.__version__
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """A run's record and its per-epoch history rows."""
-
-    record: RunRecord
-    epochs: list[dict] = field(default_factory=list)
-
-
-def record_for(spec: RunSpec, **fields) -> RunRecord:
-    """A record carrying the spec's identity; `fields` fill in the results."""
-    return RunRecord(
-        run_id=spec.run_id, model=spec.model, seed=spec.seed, dataset=spec.dataset,
-        protocol=spec.protocol, max_epochs=spec.epochs, batch_size=spec.batch_size,
-        patience=spec.patience, train_limit=spec.train_limit, spec_json=spec.model_dump_json(),
-        learning_rate=spec.learning_rate, lr_schedule=spec.lr_schedule, augment_shift=spec.augment_shift,
-        host=socket.gethostname(), **fields,
-    )
-
-
-def failed_record(spec: RunSpec, error: str, **fields) -> RunRecord:
-    """The record of a run that raised: kept, so nothing disappears silently."""
-    now = datetime.now(timezone.utc)
-    return record_for(spec, status="failed", error=error, finished_at=now, **fields)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _input(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | None = None,
@@ -216,20 +126,6 @@ def final_test_scores(model, data: Splits, history: dict[str, list[float]]) -> t
     return float(test_loss), float(test_accuracy)
 
 
-def _epoch_rows(spec: RunSpec, history: dict[str, list[float]], seconds: list[float]) -> list[dict]:
-    """History as one row per epoch (1-based)."""
-    return [
-        {
-            "run_id": spec.run_id, "model": spec.model, "seed": spec.seed, "dataset": spec.dataset,
-            "protocol": spec.protocol, "epoch": index + 1,
-            "loss": history["loss"][index], "accuracy": history["accuracy"][index],
-            "val_loss": history["val_loss"][index], "val_accuracy": history["val_accuracy"][index],
-            "epoch_seconds": seconds[index] if index < len(seconds) else math.nan,
-        }
-        for index in range(len(history["loss"]))
-    ]
-
-
 def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: int = 1,
         steps_per_execution: int = STEPS_PER_EXECUTION) -> RunResult:
     """Train one model from scratch as the study did, evaluate its final weights on the test set."""
@@ -284,11 +180,7 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
         devices=placement.devices, strategy=placement.strategy_name, replicas=placement.replicas,
         threads=placement.threads, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         tensorflow_version=tf.__version__, keras_version=keras.__version__,
-        ray_version=_version("ray"), backend=keras.backend.backend(),
+        ray_version=package_version("ray"), backend=keras.backend.backend(),
     )
-    return RunResult(record, _epoch_rows(spec, history, seconds))
+    return RunResult(record, epoch_rows(spec, history, seconds))
 
-
-def with_fields(record: RunRecord, **fields) -> RunRecord:
-    """A copy of the record with some fields replaced (benchmark name, Ray node)."""
-    return dataclasses.replace(record, **fields)

@@ -39,7 +39,8 @@ from reducecnn.data import Splits
 from reducecnn.models import NUM_CLASSES, builder, describe
 from reducecnn.plan import vector_key
 from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
-from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, RunResult, _epoch_rows, _version, record_for, should_stop
+from reducecnn.records import RunResult, epoch_rows, package_version, record_for
+from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, should_stop
 
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as the study used
 
@@ -381,8 +382,8 @@ def train_members(prepared: Prepared, data: Splits, session: Session,
     seconds, errors, active = [[] for _ in specs], [None] * k, [True] * k
     started_at = datetime.now(timezone.utc)
     common = dict(started_at=started_at, devices=_device_name(), strategy="default", replicas=1, threads=threads_used,
-                  tensorflow_version=_version("tensorflow"), keras_version=keras.__version__,
-                  ray_version=_version("ray"), group_size=k, vectorized=True, backend=keras.backend.backend(),
+                  tensorflow_version=package_version("tensorflow"), keras_version=keras.__version__,
+                  ray_version=package_version("ray"), group_size=k, vectorized=True, backend=keras.backend.backend(),
                   group_id=group_id)
     for epoch in range(first.epochs):
         epoch_start, compile_start = time.perf_counter(), trainer.compile_seconds
@@ -452,4 +453,4 @@ def _finish(stopped: list[int], specs: list[RunSpec], data: Splits, session: Ses
             finished_at=datetime.now(timezone.utc),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **common,
         )
-        yield index, RunResult(record, _epoch_rows(spec, runs, seconds[index]))
+        yield index, RunResult(record, epoch_rows(spec, runs, seconds[index]))

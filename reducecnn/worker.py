@@ -10,7 +10,7 @@ import ray
 
 from reducecnn import data, logs
 from reducecnn.config import RunSpec
-from reducecnn.train import RunResult, failed_record, with_fields
+from reducecnn.records import RunResult, failed_record, with_fields
 
 # What a device says when a group does not fit (XLA, TensorFlow, CUDA): the driver splits the group.
 OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "OOM when allocating", "ResourceExhaustedError")

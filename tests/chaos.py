@@ -4,7 +4,9 @@ SIGKILLed at random moments; the driver is restarted after each kill. Prints wha
     .venv/bin/python tests/chaos.py [--worker-kills 20] [--driver-kills 10] [--seed 0] [--drivers 2]
 
 With --drivers 2, two drivers run the same benchmark on one folder at once (each restarted
-after a kill), so one driver's failures race the other's ok records.
+after a kill), so one driver's failures race the other's ok records. Between kills this script
+also compacts the folder (as a driver does every 500 records), and checks that a pandas read of
+runs/ never shows a run twice at any of those moments.
 Target: 0 duplicates, 0 partial files, 0 lost specs, 0 ok records replaced by failures.
 """
 
@@ -27,6 +29,8 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from localcluster import LocalCluster  # noqa: E402
+
+from reducecnn import store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS, SEEDS = "baseline,approach2", 10
@@ -77,6 +81,14 @@ def ok_now(runs_dir: Path) -> set[str]:
     return ids
 
 
+def duplicated_now(runs_dir: Path) -> int:
+    """Runs that a pandas read of runs/ shows twice at this moment (0 unless something is wrong)."""
+    try:
+        return int(pd.read_parquet(runs_dir, columns=["run_id"])["run_id"].duplicated().sum())
+    except Exception:  # noqa: BLE001 - no file yet, or one replaced between listing and reading
+        return 0
+
+
 def inspect(runs_dir: Path, ok_seen: set[str]) -> dict[str, int]:
     """Count ok records, duplicates, partial files and lost specs in the results folder."""
     visible = [p for p in runs_dir.iterdir() if not p.name.startswith(".")] if runs_dir.is_dir() else []
@@ -110,15 +122,19 @@ def main() -> int:
     rng = random.Random(args.seed)
     out = Path(tempfile.mkdtemp(prefix="chaos-"))
     cluster = LocalCluster([{"node_a": 1}, {"node_b": 1}])
-    worker_kills = driver_kills = driver_starts = 0
+    worker_kills = driver_kills = driver_starts = compactions = seen_twice = 0
     start = time.monotonic()
     runs_dir, ok_seen = out / "chaos" / "runs", set()
+    location = store.locate(str(out), "chaos")
     try:
         drivers = [start_driver(cluster, out) for _ in range(args.drivers)]
         driver_starts += args.drivers
         while worker_kills < args.worker_kills or driver_kills < args.driver_kills:
             time.sleep(rng.uniform(1.0, 6.0))
             ok_seen |= ok_now(runs_dir)
+            seen_twice += duplicated_now(runs_dir)
+            if runs_dir.is_dir():
+                compactions += store.compact(location) > 0
             if all(driver.poll() == 0 for driver in drivers):
                 break  # everything recorded ok before the kills ran out
             for index, driver in enumerate(drivers):
@@ -148,11 +164,12 @@ def main() -> int:
         cluster.stop()
     counts = inspect(runs_dir, ok_seen)
     print(f"worker kills: {worker_kills}\ndriver kills: {driver_kills}\ndriver starts: {driver_starts}")
+    print(f"compactions during the run: {compactions}\nruns seen twice by pandas during the run: {seen_twice}")
     for name, value in counts.items():
         print(f"{name}: {value}")
     print(f"final driver exit code: {final_code}\nwall seconds: {time.monotonic() - start:.0f}\nresults: {out}")
     clean = (counts["duplicates"] == counts["partial files"] == counts["lost specs"]
-             == counts["ok records replaced by failures"] == 0 and final_code == 0)
+             == counts["ok records replaced by failures"] == seen_twice == 0 and final_code == 0)
     return 0 if clean else 1
 
 

@@ -107,10 +107,16 @@ def test_report_combines_several_results_folders(tmp_path, capsys):
     assert main(["report", str(tmp_path / "one"), str(tmp_path / "two"), "--into", str(tmp_path / "both")]) == 0
     assert "| baseline | 591,786 | 591,786 | 5 | 911,104 | 2 / 0 |" in (tmp_path / "both" / "summary.md").read_text()
     capsys.readouterr()
-    # The parent folder holds benchmarks, not runs: the error names them and what to type.
-    assert main(["report", str(tmp_path)]) == 2
-    line = _one_line_error(capsys)
-    assert f"{tmp_path} holds benchmarks, not runs: one, two; report one with `reducecnn report " in line
+
+
+def test_report_of_a_folder_of_benchmarks_lists_them(tmp_path, capsys):
+    for name in ("one", "two"):
+        (tmp_path / name / "runs").mkdir(parents=True)
+    (tmp_path / "plots").mkdir()
+    assert main(["report", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{tmp_path} holds 2 benchmarks; report one with `reducecnn report {tmp_path}/one`")
+    assert lines[1:] == [f"  {tmp_path}/one", f"  {tmp_path}/two"]
 
 
 def test_models_prints_no_framework_log_lines():

@@ -66,7 +66,8 @@ def test_killed_driver_then_rerun_resumes_without_duplicates(cluster, tmp_path):
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    recorded_before = _visible_files_are_valid_parquet(runs_dir)
+    _visible_files_are_valid_parquet(runs_dir)
+    recorded_before = len(pd.read_parquet(runs_dir))
     assert 1 <= recorded_before < 4
     rerun = subprocess.run(_command(cluster, tmp_path, *flags), env=cluster.env, capture_output=True, text=True,
                            timeout=600)
@@ -74,7 +75,7 @@ def test_killed_driver_then_rerun_resumes_without_duplicates(cluster, tmp_path):
     assert f"{recorded_before} already recorded, {4 - recorded_before} to train" in rerun.stderr
     runs = pd.read_parquet(runs_dir)
     assert sorted(runs["seed"]) == [0, 1, 2, 3] and set(runs["status"]) == {"ok"}
-    assert _visible_files_are_valid_parquet(runs_dir) == 4
+    assert _visible_files_are_valid_parquet(runs_dir) == 1  # compacted at the end
 
 
 def test_failing_run_is_recorded_and_the_others_complete(cluster, tmp_path):
@@ -112,7 +113,7 @@ def test_two_benchmarks_writing_one_folder_lose_and_duplicate_nothing(cluster, t
     assert [driver.returncode for driver in drivers] == [0, 0], errors
     runs = pd.read_parquet(tmp_path / "twice" / "runs")
     assert sorted(runs["seed"]) == [0, 1] and runs["run_id"].is_unique
-    assert _visible_files_are_valid_parquet(tmp_path / "twice" / "runs") == 2
+    assert _visible_files_are_valid_parquet(tmp_path / "twice" / "runs") >= 1
 
 
 def test_same_spec_bit_identical_across_processes(tmp_path):

@@ -1,0 +1,1 @@
+"""Measurement and documentation scripts, run as modules: `python -m tools.scale`."""
