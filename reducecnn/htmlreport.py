@@ -87,10 +87,10 @@ def points_data(summary: pd.DataFrame, best: pd.DataFrame) -> list[dict[str, obj
 
 
 def study_data(summary: pd.DataFrame) -> list[dict[str, object]]:
-    """The study's one run per model, drawn only when the report has MNIST runs."""
-    if not (summary["dataset"] == STUDY_DATASET).any():
-        return []
-    return [dict(model=model, params=params, accuracy=accuracy) for model, (params, accuracy) in STUDY.items()]
+    """The study's one run of each of its models that this report has MNIST runs of."""
+    ours = set(summary.loc[summary["dataset"] == STUDY_DATASET, "model"])
+    return [dict(model=model, params=params, accuracy=accuracy) for model, (params, accuracy) in STUDY.items()
+            if model in ours]
 
 
 def curves_data(summary: pd.DataFrame, curves: dict[str, pd.DataFrame]) -> list[dict[str, object]]:
@@ -206,7 +206,10 @@ def render_page(title: str, markdown: str, verdicts: Sequence[str], command: str
     assets = importlib.resources.files("reducecnn")
     script = assets.joinpath("report.js").read_text(encoding="utf-8")
     style = assets.joinpath("report.css").read_text(encoding="utf-8")
-    verdict_items = "".join(f"<li>{html.escape(line)}</li>" for line in verdicts) or "<li>no model to compare with the baseline</li>"
+    verdict_items = "".join(f"<li>{html.escape(line)}</li>" for line in verdicts)
+    verdict_block = (f'<details{" open" if len(verdicts) <= 12 else ""}><summary>{len(verdicts)} comparisons</summary>'
+                     f'<ul class="verdicts">{verdict_items}</ul></details>' if verdicts
+                     else "<p>No group has both a baseline and another model to compare.</p>")
     ok = int(summary["ok_runs"].sum())
     failed = int(summary["failed_runs"].sum())
     return f"""<!DOCTYPE html>
@@ -217,8 +220,7 @@ def render_page(title: str, markdown: str, verdicts: Sequence[str], command: str
 <h1>{html.escape(title)}</h1>
 <p class="meta">{ok + failed:,} runs ({ok:,} ok, {failed:,} failed). {versions_line(runs, command)}</p>
 <h2>Verdicts against the baseline</h2>
-<details{" open" if len(verdicts) <= 12 else ""}><summary>{len(verdicts)} comparisons</summary>
-<ul class="verdicts">{verdict_items}</ul></details>
+{verdict_block}
 <h2>Test accuracy vs trainable parameters</h2>
 <p class="note">Mean ± 1 std over seeds per model and recipe (hover a point for its numbers); ringed: the
 model's recipe chosen by validation accuracy; hollow stars: the study's one unseeded run per model.</p>

@@ -203,7 +203,7 @@
           const share = cell.mean === null ? 0 : high > low ? (cell.mean - low) / (high - low) : 1;
           const best = grid.best[model] === recipe;
           const td = htmlNode("td", {class: "cell" + (best ? " best" : ""),
-            style: `background: hsl(210, 70%, ${92 - 42 * share}%); color: ${share > 0.6 ? "#fff" : "#000"}`}, row,
+            style: cell.mean === null ? "" : `background: hsl(210, 70%, ${92 - 42 * share}%); color: ${share > 0.6 ? "#fff" : "#000"}`}, row,
             cell.mean === null ? "-" : `${meanStd(cell.mean, cell.std)} (${cell.n})` + (best ? " ★" : ""));
           td.title = `${model}, ${recipe}\ntest ${meanStd(cell.mean, cell.std)} %, validation ${percent(cell.val)} %` +
                      (best ? "\nchosen by validation accuracy" : "");
