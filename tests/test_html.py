@@ -21,7 +21,11 @@ from runsfactory import grid_runs, make_epochs, make_runs, sweep_runs
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install "
                                     "chromium; .ci/run installs it)")
-COMMITTED = pathlib.Path(__file__).parent.parent / "docs" / "results" / "mnist-holdout-v040"
+RESULTS = pathlib.Path(__file__).parent.parent / "docs" / "results"
+COMMITTED = RESULTS / "mnist-holdout-v040"
+# Three committed benchmarks of one model, each a recipe: together a real recipe grid.
+SMALL2K_RECIPES = [RESULTS / name for name in ("mnist-small2k-holdout", "mnist-small2k-lr01-holdout",
+                                               "mnist-small2k-shift1-holdout")]
 MAX_PAGE_BYTES = 10_000_000
 MAX_RENDER_SECONDS = 5.0
 
@@ -128,6 +132,14 @@ def test_a_grid_renders_its_heatmaps_with_the_chosen_recipes_outlined(grid_page,
     dom = rendered_dom(grid_page, tmp_path / "profile")
     assert body_attribute(dom, "data-errors") is None
     assert dom.count('<table class="heatmap"') == 2 and dom.count('class="cell best"') == 2
+
+
+@needs_chromium
+def test_committed_recipes_reported_together_render_as_a_grid(tmp_path):
+    api.write_report([str(folder) for folder in SMALL2K_RECIPES], into=str(tmp_path / "combined"))
+    dom = rendered_dom(tmp_path / "combined" / "report.html", tmp_path / "profile")
+    assert body_attribute(dom, "data-errors") is None and body_attribute(dom, "data-rendered") == "3"
+    assert dom.count('<table class="heatmap"') == 1 and dom.count('class="cell best"') == 1
 
 
 @needs_chromium
