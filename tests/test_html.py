@@ -143,6 +143,22 @@ def test_committed_recipes_reported_together_render_as_a_grid(tmp_path):
 
 
 @needs_chromium
+def test_the_runs_table_filters_and_sorts_in_the_browser(tmp_path):
+    runs = make_runs([("baseline", 0, 0.981, "ok"), ("baseline", 1, 0.989, "ok"), ("baseline", 2, 0.985, "ok"),
+                      ("approach1", 0, 0.0, "failed")])
+    write_report(runs, pd.DataFrame(), tmp_path)
+    page = tmp_path / "report.html"
+    clicks = """<script>const filter = document.getElementById("runs-filter");
+    filter.value = "model=baseline"; filter.dispatchEvent(new Event("input"));
+    const header = [...document.querySelectorAll("#runs-table th")].find(th => th.textContent === "test_accuracy");
+    header.click(); header.click();</script></body>"""
+    page.write_text(page.read_text().replace("</body>", clicks))
+    dom = rendered_dom(page, tmp_path / "profile")
+    rows = re.findall(r"<td[^>]*>(baseline-s\d)", dom.split('id="runs-table"')[1])
+    assert "3 matching runs" in dom and rows == ["baseline-s1", "baseline-s2", "baseline-s0"]  # accuracy descending
+
+
+@needs_chromium
 def test_a_script_error_is_written_into_the_page(committed_page, tmp_path):
     broken = tmp_path / "report.html"
     broken.write_text(committed_page.read_text().replace('"points":', '"spots":'))
