@@ -28,8 +28,8 @@ from reducecnn.aggregate import (
     with_spec_settings,
 )
 
-# The runs table embeds at most this many rows (failed runs first, then by run id): ~150 bytes a row
-# keeps a 10^5-run report under 10 MB; the page says when rows were left out.
+# The runs table embeds at most this many rows (failed runs first, then by run id): a 10^5-run report is
+# then 3.3 MB; the page says when rows were left out.
 MAX_EMBEDDED_RUNS = 20_000
 RUN_COLUMNS = ["run_id", "model", "seed", "dataset", "protocol", "learning_rate", "lr_schedule", "augment_shift",
                "max_epochs", "batch_size", "patience", "train_limit", "status", "test_accuracy", "val_accuracy",
@@ -60,8 +60,6 @@ def number(value: object, digits: int | None = None) -> float | int | None:
     """A JSON-safe number: None for NA/NaN, else the value (rounded when digits are given)."""
     if value is None or pd.isna(value):
         return None
-    if isinstance(value, (bool, str)):
-        return value  # type: ignore[return-value]
     value = float(value)
     if value.is_integer() and digits is None:
         return int(value)
@@ -69,8 +67,8 @@ def number(value: object, digits: int | None = None) -> float | int | None:
 
 
 def points_data(summary: pd.DataFrame, best: pd.DataFrame) -> list[dict[str, object]]:
-    """One point per summary row with ok runs: trainable params, mean ± std test accuracy, its label,
-    and whether it is its model's recipe chosen by validation accuracy."""
+    """One point per summary row (the page draws those with ok runs): trainable params, mean ± std test
+    accuracy, its label, and whether it is its model's recipe chosen by validation accuracy."""
     labels = series_labels(summary)
     chosen = {(row.dataset, row.protocol, row.model, row.recipe) for row in best.itertuples(index=False)
               if pd.notna(row.recipe)}
