@@ -65,14 +65,16 @@ def plain(value: object) -> bool | int | float | str:
 def write_session(logdir: Path, run: pd.Series, hparam_values: dict[str, object], epochs: pd.DataFrame) -> None:
     """One run's folder: its per-epoch scalars, then its HParams session and final metrics."""
     metrics = {name: float(run[name]) for name in METRICS if name in run and pd.notna(run[name])}
-    experiment, session_start, session_end = hparams(hparam_values, {name: 0.0 for name in METRICS})
+    # No experiment summary: TensorBoard then builds it from all sessions, with each hparam's values
+    # and whether it differs between runs (one written per run would describe that run alone).
+    _, session_start, session_end = hparams(hparam_values, {name: 0.0 for name in METRICS})
     with SummaryWriter(logdir=str(logdir / run["run_id"])) as writer:
         for epoch in epochs.sort_values("epoch").itertuples(index=False):
             for name in EPOCH_SCALARS:
                 value = getattr(epoch, name, math.nan)
                 if pd.notna(value):
                     writer.add_scalar(f"epoch/{name}", float(value), int(epoch.epoch))
-        for summary in (experiment, session_start, session_end):
+        for summary in (session_start, session_end):
             writer.file_writer.add_summary(summary)
         for name, value in metrics.items():
             writer.add_scalar(name, value, 0)
