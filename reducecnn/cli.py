@@ -1,4 +1,4 @@
-"""Command line: `reducecnn models | train | benchmark | report`."""
+"""Command line: `reducecnn models | train | benchmark | report | export`."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def add_spec_flags(parser: argparse.ArgumentParser, grid: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `reducecnn` parser with its four subcommands."""
+    """The `reducecnn` parser with its subcommands."""
     parser = _Parser(prog="reducecnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="examples:\n  reducecnn models\n  reducecnn benchmark --seeds 3\n"
                             "  reducecnn report results/mnist-holdout\n"
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--into", help="folder for the combined report of several results folders")
     report.add_argument("--margin", type=float, default=0.5,
                         help="equivalence margin in percentage points for the 'same accuracy' verdict (default 0.5)")
+    export = commands.add_parser("export", help="write a results folder in another tool's format")
+    formats = export.add_subparsers(dest="format", required=True, parser_class=_Parser)
+    tensorboard = formats.add_parser("tensorboard", help="one HParams session per run, with its per-epoch scalars "
+                                     "(then: tensorboard --logdir LOGDIR)")
+    tensorboard.add_argument("results_dir", metavar="RESULTS_DIR", help="a benchmark's folder, e.g. results/mnist-holdout")
+    tensorboard.add_argument("--to", required=True, metavar="LOGDIR", help="a new or empty folder for the event files")
     return parser
 
 
@@ -293,7 +299,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "train": cmd_train, "benchmark": cmd_benchmark, "report": cmd_report}
+def cmd_export(args: argparse.Namespace) -> int:
+    """`reducecnn export tensorboard RESULTS_DIR --to LOGDIR`."""
+    from reducecnn import export  # tensorboardX and pandas load only for this command
+
+    if not os.path.isdir(args.results_dir):
+        raise UserError(f"results folder {args.results_dir} does not exist")
+    count = export.export_folder(args.results_dir, args.to)
+    print(f"{logs.plural(count, 'run')} exported to {args.to}; view them with: tensorboard --logdir {args.to}")
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "train": cmd_train, "benchmark": cmd_benchmark, "report": cmd_report,
+            "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:

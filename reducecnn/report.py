@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -35,6 +37,7 @@ from reducecnn.aggregate import (
     varying_settings,
     with_spec_settings,
 )
+from reducecnn.htmlreport import render_page
 from reducecnn.logs import plural
 
 # Fixed sizes so a reader (and a test) knows the pixels: 8 x 5 in at 100 dpi = 800 x 500 px;
@@ -161,7 +164,11 @@ def comparison_table(comparison: pd.DataFrame) -> str:
 
 def verdict_lines(runs: pd.DataFrame, margin: float) -> list[str]:
     """One line per model against its group's baseline, for the end of a benchmark's output."""
-    comparison = compare_to_baseline(runs, margin)
+    return comparison_lines(compare_to_baseline(runs, margin))
+
+
+def comparison_lines(comparison: pd.DataFrame) -> list[str]:
+    """verdict_lines of a comparison table already computed."""
     groups = comparison.groupby(COMPARISON_KEYS, dropna=False, sort=False).ngroups if len(comparison) else 0
     lines = []
     for row in comparison.itertuples(index=False):
@@ -351,17 +358,18 @@ def plot_accuracy_vs_params(summary: pd.DataFrame, path: pathlib.Path) -> None:
     write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI))
 
 
-def validation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and run count of validation accuracy per (group, model, epoch), over ok runs only."""
+def validation_curves(runs: pd.DataFrame, epochs: pd.DataFrame, column: str = "val_accuracy") -> pd.DataFrame:
+    """Mean, std and run count of validation accuracy (or another epochs column, e.g. the training
+    `accuracy`) per (group, model, epoch), over ok runs only."""
     keys = [*COMPARISON_KEYS, "model"]
     if epochs.empty:
         return pd.DataFrame(columns=[*keys, "epoch", "mean", "std", "runs"])
-    require_columns(epochs, ["run_id", "epoch", "val_accuracy"])
+    require_columns(epochs, ["run_id", "epoch", column])
     runs = distinct_runs(with_spec_settings(runs))
     ok_runs = runs.loc[runs["status"] == "ok", ["run_id", *keys]]
     epochs = epochs.drop_duplicates(["run_id", "epoch"])  # the same run in two benchmarks counts once
-    joined = epochs[["run_id", "epoch", "val_accuracy"]].merge(ok_runs, on="run_id")
-    curves = joined.groupby([*keys, "epoch"], dropna=False)["val_accuracy"].agg(["mean", "std", "count"])
+    joined = epochs[["run_id", "epoch", column]].merge(ok_runs, on="run_id")
+    curves = joined.groupby([*keys, "epoch"], dropna=False)[column].agg(["mean", "std", "count"])
     return curves.rename(columns={"count": "runs"}).reset_index()
 
 
@@ -454,9 +462,28 @@ def duplicate_warnings(runs: pd.DataFrame) -> list[str]:
             f"(an ok record preferred): {shown}"]
 
 
+def this_command() -> str:
+    """The command line of this process as a person would type it: 'reducecnn report results/x'."""
+    program = pathlib.Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    program = "reducecnn" if program in ("__main__.py", "reducecnn") else program
+    return shlex.join([program, *sys.argv[1:]])
+
+
+def write_html(path: pathlib.Path, markdown: str, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
+               comparison: pd.DataFrame, recipes: pd.DataFrame, best: pd.DataFrame, command: str) -> None:
+    """report.html from the same tables as summary.md: its verdicts and tables, plus the browser's plots."""
+    curves = {"validation": validation_curves(runs, epochs)}
+    if "accuracy" in epochs:
+        curves["train"] = validation_curves(runs, epochs, "accuracy")
+    page = render_page(f"reducecnn report: {path.parent.name}", markdown, comparison_lines(comparison), command,
+                       summary, curves, recipes, best, runs)
+    write_atomically(path, lambda temporary: temporary.write_text(page, encoding="utf-8"))
+
+
 def write_report(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: pathlib.Path, margin: float = 0.005,
-                 warnings: Sequence[str] = ()) -> pathlib.Path:
-    """Write summary.parquet, summary.md and plots/*.png under out_dir; return the summary.md path.
+                 warnings: Sequence[str] = (), command: str | None = None) -> pathlib.Path:
+    """Write summary.parquet, summary.md, report.html and plots/*.png under out_dir; return the summary.md
+    path. `command` is what report.html says produced it (default: this process's command line).
 
     With runs but no ok ones the tables still list the counts, and both plots are drawn with a
     note saying there is nothing to plot, so the files a reader expects always exist. Run ids
@@ -473,6 +500,9 @@ def write_report(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: pathlib.Path
     plot_accuracy_vs_params(summary, out_dir / "plots" / "accuracy_vs_params.png")
     plot_learning_curves(summary, runs, epochs, out_dir / "plots" / "learning_curves.png")
     markdown_path = out_dir / "summary.md"
-    markdown = render_markdown(summary, comparison, margin, warnings, recipe_table(runs), best_recipes(runs))
+    recipes, best = recipe_table(runs), best_recipes(runs)
+    markdown = render_markdown(summary, comparison, margin, warnings, recipes, best)
     write_atomically(markdown_path, lambda temporary: temporary.write_text(markdown, encoding="utf-8"))
+    write_html(out_dir / "report.html", markdown, runs, epochs, summary, comparison, recipes, best,
+               command or this_command())
     return markdown_path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 PARAMS = {"baseline": (591_786, 591_786, 5), "approach1": (3_418, 3_578, 10), "approach2": (3_130, 3_226, 9)}
@@ -57,4 +58,33 @@ def grid_runs(protocol: str = "holdout") -> pd.DataFrame:
         parts.append(runs.assign(val_accuracy=runs["test_accuracy"] + gap,
                                  spec_json=json.dumps({"learning_rate": learning_rate, "augment_shift": shift}),
                                  run_id=runs["run_id"] + f"-lr{learning_rate}-shift{shift}"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def make_epochs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Epoch rows for every ok run: validation accuracy rising to the run's test accuracy."""
+    rows = []
+    for run in runs[runs["status"] == "ok"].itertuples():
+        for epoch in range(1, run.epochs_run + 1):
+            rows.append(dict(run_id=run.run_id, benchmark=run.benchmark, model=run.model, seed=run.seed,
+                             dataset=run.dataset, protocol=run.protocol, epoch=epoch, loss=0.1, accuracy=0.97,
+                             val_loss=0.1, val_accuracy=run.test_accuracy - 0.01 / epoch, epoch_seconds=30.0))
+    return pd.DataFrame(rows)
+
+
+def sweep_runs(count: int, failed_share: float = 0.01) -> pd.DataFrame:
+    """About `count` runs of a large grid: 3 models x 4 learning rates x 4 shifts x seeds, accuracies
+    drawn at random around each model's level, a share of them failed."""
+    rng = np.random.default_rng(0)
+    recipes = [(rate, shift) for rate in (0.0005, 0.001, 0.005, 0.01) for shift in (0, 1, 2, 3)]
+    levels = {"baseline": 0.985, "approach1": 0.975, "approach2": 0.965}
+    seeds = max(1, count // (len(recipes) * len(levels)))
+    parts = []
+    for rate, shift in recipes:
+        rows = [(model, seed, float(np.clip(level + rng.normal(0, 0.003), 0, 1)),
+                 "failed" if rng.random() < failed_share else "ok")
+                for model, level in levels.items() for seed in range(seeds)]
+        runs = make_runs(rows)
+        parts.append(runs.assign(spec_json=json.dumps({"learning_rate": rate, "augment_shift": shift}),
+                                 run_id=runs["run_id"] + f"-lr{rate}-shift{shift}"))
     return pd.concat(parts, ignore_index=True)

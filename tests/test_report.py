@@ -10,20 +10,9 @@ import pytest
 
 from reducecnn.aggregate import summarize
 from reducecnn.report import learning_curves_pixels, write_report
-from runsfactory import grid_runs, make_runs
+from runsfactory import grid_runs, make_epochs, make_runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def make_epochs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Epoch rows for every ok run: validation accuracy rising to the run's test accuracy."""
-    rows = []
-    for run in runs[runs["status"] == "ok"].itertuples():
-        for epoch in range(1, run.epochs_run + 1):
-            rows.append(dict(run_id=run.run_id, benchmark=run.benchmark, model=run.model, seed=run.seed,
-                             dataset=run.dataset, protocol=run.protocol, epoch=epoch, loss=0.1, accuracy=0.97,
-                             val_loss=0.1, val_accuracy=run.test_accuracy - 0.01 / epoch, epoch_seconds=30.0))
-    return pd.DataFrame(rows)
 
 
 def two_protocols() -> pd.DataFrame:
@@ -60,6 +49,10 @@ def grid_report(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_returns_the_markdown_path(report):
     assert report.name == "summary.md" and report.is_file()
+
+
+def test_report_html_is_written_beside_summary_md(report):
+    assert (report.parent / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_accuracy_plot_is_800_by_500_png(report):
