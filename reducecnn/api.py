@@ -56,9 +56,13 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     written; returns the runner's Outcome."""
     from reducecnn import data, runner, store
 
+    from reducecnn.plan import trainer_backend
+
     local_ray = not (config.address or os.environ.get("RAY_ADDRESS"))
-    if local_ray:
-        require_tensorflow(command)  # a local Ray's workers share this environment
+    if local_ray and trainer_backend() == "tensorflow":
+        # A local Ray's workers share this environment. With KERAS_BACKEND=jax the group trainers
+        # need no TensorFlow (a GPU machine with JAX only); runs that cannot be vectorized say so.
+        require_tensorflow(command)
     if local_ray or importlib.util.find_spec("tensorflow") is not None:
         check_models(list(config.models))  # else the cluster's workers build them and report
     dataset = data.load(config.dataset, config.data_dir)
