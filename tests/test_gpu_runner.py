@@ -138,12 +138,13 @@ def test_a_killed_trainer_loses_no_streamed_member_and_retrains_only_the_rest(tm
     completed = _driver(f"""
 import os, signal, threading, time
 from pathlib import Path
+import pandas as pd
 runs = Path({str(tmp_path)!r}) / "k" / "runs"
 before = []
 def kill_after_first_record():
     while not list(runs.glob("*.parquet")):
         time.sleep(0.05)
-    before.extend(sorted(p.name for p in runs.glob("*.parquet")))
+    before.extend(pd.read_parquet(runs)["run_id"])  # the members streamed so far
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -162,7 +163,7 @@ print(json.dumps({{"code": code, "before": before}}))
     assert "its trainer died; retrying the" in completed.stderr
     runs = pd.read_parquet(tmp_path / "k" / "runs")
     assert len(runs) == 6 and runs["run_id"].is_unique and set(runs["status"]) == {"ok"}
-    first = {name.removesuffix(".parquet") for name in result["before"]}
+    first = set(result["before"])
     assert 0 < len(first) < 6
     streamed = runs[runs["run_id"].isin(first)]
     retrained = runs[~runs["run_id"].isin(first)]
