@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup test test-slow chaos benchmark quick clean
+.PHONY: setup test test-fast test-slow chaos benchmark quick clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV): TensorFlow, Ray and the rest (once, about 3 minutes)"
@@ -23,6 +23,10 @@ setup: $(VENV)/.installed
 # The default test run: fast tests only (10-14 minutes on 2 cores: 593-845 s in CI).
 test: setup
 	$(PY) -m pytest $(ARGS)
+
+# The inner loop: tests that need neither Ray nor TensorFlow (under 2 minutes on 2 cores).
+test-fast: setup
+	$(PY) -m pytest -m "unit and not slow" $(ARGS)
 
 # Full-data and multi-minute tests.
 test-slow: setup

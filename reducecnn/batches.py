@@ -9,12 +9,7 @@ are gathered and shifted with Keras's backend-neutral ops where they are consume
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-# Seeds are what keras.utils.set_random_seed accepts.
-MAX_SEED = 2**32 - 1
 
 
 def _generator(seed: int, epoch: int) -> np.random.Generator:
@@ -33,11 +28,6 @@ def epoch_plan(seed: int, epoch: int, images: int, max_shift: int = 0) -> tuple[
     else:
         shifts = np.zeros((images, 2), np.int32)
     return order, shifts
-
-
-def steps_per_epoch(images: int, batch_size: int) -> int:
-    """Batches per epoch; the last one holds the remainder."""
-    return math.ceil(images / batch_size)
 
 
 def shift_images(images, shifts):

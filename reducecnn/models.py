@@ -66,14 +66,14 @@ def _batch_norm_class() -> type:
     return BatchNormalization
 
 
-# jobs/perf.py's notebook way sets this False: it builds the models as the notebook's code
+# tools/perf.py's notebook way sets this False: it builds the models as the notebook's code
 # reads on today's Keras, with Keras's own batch norm.
 FUSED_BATCH_NORM = True
 
 
 def batch_norm(**kwargs) -> keras.layers.Layer:
     """A batch-norm layer (keras.layers.BatchNormalization's arguments) training with the fused
-    kernel on Keras's TensorFlow backend; Keras's own layer on other backends (jobs/gpu_packing.py
+    kernel on Keras's TensorFlow backend; Keras's own layer on other backends (tools/gpu_packing.py
     can run on JAX) or when FUSED_BATCH_NORM is off."""
     import keras
 

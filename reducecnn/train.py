@@ -103,17 +103,19 @@ def _fused_adam_class() -> type:
 
 def adam(spec: RunSpec, train_images: int):
     """The run's optimizer: Adam (fused kernel) at the spec's learning rate or schedule."""
-    return _fused_adam_class()(learning_rate=_learning_rate(spec, train_images))
+    return _fused_adam_class()(learning_rate=learning_rate(spec, train_images))
 
 
-def _learning_rate(spec: RunSpec, train_images: int):
-    """Adam's learning rate: constant as in the study, or cosine decay to 0 over all epochs."""
+def learning_rate(spec: RunSpec, train_images: int, initial: float | None = None):
+    """Adam's learning rate: constant as in the study, or Keras's cosine decay to 0 over all epochs
+    (from `initial`, default the spec's). The one schedule every trainer uses."""
+    initial = spec.learning_rate if initial is None else initial
     if spec.lr_schedule == "constant":
-        return spec.learning_rate
+        return initial
     import keras
 
     steps = spec.epochs * math.ceil(train_images / spec.batch_size)
-    return keras.optimizers.schedules.CosineDecay(spec.learning_rate, decay_steps=steps)
+    return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps)
 
 
 def final_test_scores(model, data: Splits, history: dict[str, list[float]]) -> tuple[float, float]:

@@ -40,7 +40,7 @@ from reducecnn.models import NUM_CLASSES, builder, describe
 from reducecnn.plan import vector_key
 from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
 from reducecnn.records import RunResult, epoch_rows, package_version, record_for
-from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, should_stop
+from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, learning_rate, should_stop
 
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as the study used
 
@@ -131,14 +131,11 @@ class Trainer:
         return self._loops[key]
 
     def _learning_rates(self, learning_rates, iteration):
-        """Each member's learning rate at this step: constant, or Keras's CosineDecay to 0."""
-        from keras import ops
-
+        """Each member's learning rate at this step: constant, or `train.learning_rate`'s schedule
+        (Keras's CosineDecay) from 1, scaled by each member's own rate."""
         if self.spec.lr_schedule == "constant":
             return learning_rates
-        decay_steps = self.spec.epochs * math.ceil(self.train_images / self.spec.batch_size)
-        fraction = ops.minimum(ops.cast(iteration, "float32"), float(decay_steps)) / float(decay_steps)
-        return learning_rates * (0.5 * (1.0 + ops.cos(math.pi * fraction)))
+        return learning_rates * learning_rate(self.spec, self.train_images, initial=1.0)(iteration)
 
     def _train_body(self, batch: int) -> Callable:
         """One Adam step of every member on its own next batch (Keras's Adam, elementwise per seed)."""

@@ -1,18 +1,59 @@
-"""Shared fixtures: the real MNIST, loaded once per session, and small splits of it."""
+"""Shared fixtures (the real MNIST, small splits of it, a two-node Ray cluster) and the test tiers.
+
+Tiers, by what a test needs (`pytest -m unit` is the inner loop, `make test-fast`):
+- unit: neither Ray nor a deep-learning framework, seconds;
+- train: trains or builds Keras models (TensorFlow or JAX), in this process or a child;
+- ray: starts a Ray cluster (a local one, or the two-node fixture);
+- slow: multi-minute, outside the default run (`make test-slow`);
+- gpu: needs a real GPU (none in CI).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from reducecnn import data, devices  # noqa: E402
+from reducecnn import data  # noqa: E402
 
-# In-process runs use one TF thread, fixed before any test touches TensorFlow: thread counts
-# cannot change once TF is initialised, and they change the numbers.
-devices.configure(threads=1)
+# Files whose tests start Ray, or train, as a whole (a test file holds one kind of test).
+RAY_FILES = {"test_bad_input.py", "test_chaos.py", "test_cli.py", "test_cluster.py", "test_faults.py",
+             "test_gpu_runner.py", "test_s3.py", "test_security.py"}
+TRAIN_FILES = {"test_gpu_packing.py", "test_gpu_vectorized.py", "test_models.py", "test_perf.py",
+               "test_step_time.py", "test_train.py", "test_user_models.py", "test_vectorized.py"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark each test with its tier; fix TensorFlow's threads only when a selected test trains."""
+    for item in items:
+        name = item.path.name
+        if name in RAY_FILES:
+            item.add_marker(pytest.mark.ray)
+        elif name in TRAIN_FILES:
+            item.add_marker(pytest.mark.train)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_collection_finish(session) -> None:
+    """In-process runs use one TF thread, fixed before any test touches TensorFlow: thread counts
+    cannot change once TF is initialised, and they change the numbers. A unit-only run never
+    imports TensorFlow."""
+    if any(item.get_closest_marker("unit") is None for item in session.items):
+        from reducecnn import devices
+
+        devices.configure(threads=1)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The unit tier's promise: no TensorFlow in the process (a unit test that imports it belongs in train)."""
+    unit_only = session.items and all(item.get_closest_marker("unit") for item in session.items)
+    if unit_only and "tensorflow" in sys.modules and exitstatus == 0:
+        print("\nerror: the unit tier imported TensorFlow; mark the test that did as train", file=sys.stderr)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

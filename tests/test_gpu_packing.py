@@ -1,4 +1,4 @@
-"""jobs/gpu_packing.py: N concurrent training processes, images/s per run and in total."""
+"""tools/gpu_packing.py: N concurrent training processes, images/s per run and in total."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "gpu_packing.py"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = ["-m", "tools.gpu_packing"]  # run from REPO
 
 
 def test_two_concurrent_runs_report_per_run_and_total_throughput(tmp_path):
     out = tmp_path / "packing.json"
-    completed = subprocess.run([sys.executable, str(SCRIPT), "--models", "approach2", "--runs", "1,2",
-                                "--steps", "64", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    completed = subprocess.run([sys.executable, *SCRIPT, "--models", "approach2", "--runs", "1,2",
+                                "--steps", "64", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [(r["model"], r["runs"]) for r in rows] == [("approach2", 1), ("approach2", 2)]
@@ -37,6 +38,6 @@ def test_two_concurrent_runs_report_per_run_and_total_throughput(tmp_path):
     (["--steps", "0"], "must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
-    completed = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+    completed = subprocess.run([sys.executable, *SCRIPT, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0 and message in completed.stderr

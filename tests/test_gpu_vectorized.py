@@ -1,4 +1,4 @@
-"""jobs/gpu_vectorized.py, tiny, on the backend the GPU machine uses (JAX), without TensorFlow."""
+"""tools/gpu_vectorized.py, tiny, on the backend the GPU machine uses (JAX), without TensorFlow."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "gpu_vectorized.py"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = ["-m", "tools.gpu_vectorized"]  # run from REPO
 
 
 def test_prints_and_writes_the_throughput_rows_and_the_study_workload(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "figures.json"
-    command = [sys.executable, str(SCRIPT), "--models", "approach1", "--ks", "1,2", "--steps", "3", "--packed", "0",
+    command = [sys.executable, *SCRIPT, "--models", "approach1", "--ks", "1,2", "--steps", "3", "--packed", "0",
                "--study-models", "approach2", "--study-seeds", "2", "--study-epochs", "1", "--train-limit", "300",
                "--json", str(out)]
-    completed = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+    completed = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
                                timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -34,7 +35,7 @@ def test_prints_and_writes_the_throughput_rows_and_the_study_workload(tmp_path):
 
 
 def test_an_unknown_model_is_one_line_exit_2():
-    completed = subprocess.run([sys.executable, str(SCRIPT), "--models", "nope"], capture_output=True, text=True,
+    completed = subprocess.run([sys.executable, *SCRIPT, "--models", "nope"], cwd=REPO, capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 2 and "unknown model 'nope'" in completed.stderr
 
@@ -42,9 +43,9 @@ def test_an_unknown_model_is_one_line_exit_2():
 def test_phases_times_each_part_of_a_group(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "phases.json"
-    command = [sys.executable, str(SCRIPT), "--phases", "--study-models", "approach2", "--study-seeds", "2",
+    command = [sys.executable, *SCRIPT, "--phases", "--study-models", "approach2", "--study-seeds", "2",
                "--study-epochs", "2", "--train-limit", "320", "--json", str(out)]
-    completed = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+    completed = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
                                timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     (row,) = json.loads(out.read_text())["phases"]

@@ -15,11 +15,11 @@ from reducecnn.config import make_benchmark_config
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-FINDINGS = REPO / "jobs" / "findings.py"
+FINDINGS = ["-m", "tools.findings"]  # run from REPO
 
 
 def test_the_findings_table_is_what_the_committed_results_give():
-    completed = subprocess.run([sys.executable, str(FINDINGS), "--check"], cwd=REPO, capture_output=True, text=True,
+    completed = subprocess.run([sys.executable, *FINDINGS, "--check"], cwd=REPO, capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 0, completed.stderr
 
@@ -28,7 +28,7 @@ def test_a_stale_findings_table_is_caught(tmp_path):
     readme = README.read_text(encoding="utf-8").replace("| approach1 | 3,418 |", "| approach1 | 3,419 |")
     stale = tmp_path / "README.md"
     stale.write_text(readme, encoding="utf-8")
-    completed = subprocess.run([sys.executable, str(FINDINGS), "--check", "--readme", str(stale)], cwd=REPO,
+    completed = subprocess.run([sys.executable, *FINDINGS, "--check", "--readme", str(stale)], cwd=REPO,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1 and "is stale" in completed.stderr
 
@@ -80,7 +80,7 @@ def test_the_readme_is_a_front_door_under_200_lines():
 
 
 def test_the_frontier_tables_are_what_the_committed_results_give():
-    completed = subprocess.run([sys.executable, str(REPO / "jobs" / "frontier.py"), "--check"], cwd=REPO,
+    completed = subprocess.run([sys.executable, "-m", "tools.frontier", "--check"], cwd=REPO,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
 
@@ -90,7 +90,7 @@ def test_a_stale_frontier_table_is_caught(tmp_path):
     stale = tmp_path / "findings.md"
     row = "| small2k | 1,986 | 30 epochs, cosine from"
     stale.write_text(findings.replace(row, row.replace("1,986", "1,987")), encoding="utf-8")
-    completed = subprocess.run([sys.executable, str(REPO / "jobs" / "frontier.py"), "--check", "--doc", str(stale)],
+    completed = subprocess.run([sys.executable, "-m", "tools.frontier", "--check", "--doc", str(stale)],
                                cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1 and "are stale" in completed.stderr
 
@@ -99,7 +99,7 @@ def test_the_frontier_draws_each_model_once_with_its_final_recipe_chosen_on_vali
     import pandas as pd
 
     sys.path.insert(0, str(REPO))
-    from jobs.frontier import final_recipe
+    from tools.frontier import final_recipe
 
     # share1k6: a screen with the best validation, then two finals; the final with the higher
     # validation wins although the other has more seeds and the higher test accuracy

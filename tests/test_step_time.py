@@ -1,4 +1,4 @@
-"""jobs/step_time.py: one step's time, Keras's own kernels against reducecnn's, side by side."""
+"""tools/step_time.py: one step's time, Keras's own kernels against reducecnn's, side by side."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "step_time.py"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = ["-m", "tools.step_time"]  # run from REPO
 
 
 def test_prints_both_variants_and_their_ratio():
-    completed = subprocess.run([sys.executable, str(SCRIPT), "--models", "approach2", "--images", "2048",
-                                "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    completed = subprocess.run([sys.executable, *SCRIPT, "--models", "approach2", "--images", "2048",
+                                "--repeats", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     [row] = [line.split() for line in completed.stdout.splitlines() if line.startswith("approach2")]
     keras_ms, reducecnn_ms, ratio = float(row[1]), float(row[2]), row[3]
@@ -27,6 +28,6 @@ def test_prints_both_variants_and_their_ratio():
     (["--repeats", "0"], "must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
-    completed = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+    completed = subprocess.run([sys.executable, *SCRIPT, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0 and message in completed.stderr

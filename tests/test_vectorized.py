@@ -145,3 +145,10 @@ def test_the_frontier_models_stack_to_their_own_predictions(name):
                                   np.concatenate([images, images], axis=-1), training=False)
     for k, model in enumerate(models):
         np.testing.assert_allclose(np.asarray(together)[:, k], np.asarray(model(images, training=False)), atol=1e-5)
+
+
+def test_a_cosine_member_agrees_with_its_separate_run(small_mnist):
+    # One schedule for both trainers (train.learning_rate): Keras's CosineDecay.
+    spec = RunSpec(model="baseline", seed=2, epochs=2, train_limit=2_000, lr_schedule="cosine", learning_rate=0.005)
+    [mine] = vectorized.train_group([spec], small_mnist, threads=1)
+    _assert_same_run(mine, train.run(spec, small_mnist, threads=1))

@@ -17,7 +17,7 @@ Two subcommands:
         2. a sweep through the product: approach1, 30 seeds x 10 learning rates (0.0005 ... 0.005),
            10 epochs, holdout protocol, report written; sustained img/s = sum of epochs_run x
            50,000 over its runs / its wall;
-        3. for reference: the trainer alone at K=64 (jobs/gpu_vectorized.py), and the notebook way
+        3. for reference: the trainer alone at K=64 (tools/gpu_vectorized.py), and the notebook way
            (one Keras fit per run, batch 32, 1 epoch, 3 runs of approach1).
         Writes OUT/gpu-runner.json (the figures and the issue's targets, pass or fail), one log per
         step at OUT's top level and OUT/results.tar.gz (the runs, epochs and reports).
@@ -535,7 +535,7 @@ def measure(args: argparse.Namespace) -> int:
             sweep = {"wall_s": sweep_step["wall_s"], "timed_out": sweep_step["timed_out"],
                      "runs": sum(r["status"] == "ok" for r in runs), "images": sweep_images(runs, train_images)}
         trainer_json = work / "trainer.json"
-        trainer_command = [sys.executable, str(ROOT / "jobs" / "gpu_vectorized.py"), "--models", "approach1",
+        trainer_command = [sys.executable, "-m", "tools.gpu_vectorized", "--models", "approach1",
                            "--ks", str(sizes["trainer_k"]), "--steps", str(sizes["trainer_steps"]), "--packed", "0",
                            "--study-models", "", "--json", str(trainer_json)]
         trainer_command += (["--data-dir", data_dir] if data_dir else []) + (

@@ -3,7 +3,7 @@
 In ONE invocation on one device it prints, for each model and each K in --ks, the images/s of
 K seeds trained as one computation (total and per run, timed after a compiling pass of the
 same steps), beside
---packed separate training processes at once (jobs/gpu_packing.py, one run per process,
+--packed separate training processes at once (tools/gpu_packing.py, one run per process,
 the pre-0.4.0 GPU default), and then times the whole study workload end to end, compilation
 included: --study-models x --study-seeds seeds x --study-epochs epochs on full MNIST
 (`study` protocol: all 60,000 training images, test accuracy at the end), early stopping
@@ -18,10 +18,10 @@ Every row is printed and written to --json as it comes; a row that fails prints 
 and the script goes on (exit 1 at the end).
 
 On the lent GPU machine (JAX, no TensorFlow or Ray; docs/performance.md lists the wheels to carry):
-    KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python jobs/gpu_vectorized.py \\
+    KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python -m tools.gpu_vectorized \\
         --data-dir data/ --json docs/perf/gpu-vectorized-h100.json
 Tiny, on a CPU:
-    python jobs/gpu_vectorized.py --models approach2 --ks 1,2 --steps 4 --packed 0 \\
+    python -m tools.gpu_vectorized --models approach2 --ks 1,2 --steps 4 --packed 0 \\
         --study-models approach2 --study-seeds 2 --study-epochs 1 --train-limit 500
 """
 
@@ -34,12 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-_checkout = Path(__file__).resolve().parents[1]
-for path in (_checkout, _checkout / "jobs"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from reducecnn.models import MODELS  # imports no framework
 
-from reducecnn.models import MODELS  # noqa: E402  (imports no framework)
+ROOT = Path(__file__).resolve().parents[1]  # `python -m tools.gpu_vectorized` runs from here
 
 
 def _splits(args: argparse.Namespace, protocol: str):
@@ -133,12 +130,12 @@ def study_side_by_side(args: argparse.Namespace) -> dict:
     import subprocess
 
     models = args.study_models.split(",")
-    base = [sys.executable, __file__, "--study-seeds", str(args.study_seeds), "--study-epochs", str(args.study_epochs)]
+    base = [sys.executable, "-m", "tools.gpu_vectorized", "--study-seeds", str(args.study_seeds), "--study-epochs", str(args.study_epochs)]
     base += ["--train-limit", str(args.train_limit)] if args.train_limit else []
     base += ["--data-dir", args.data_dir] if args.data_dir else []
     start = time.perf_counter()
     procs = {m: subprocess.Popen(base + ["--study-worker", m], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for m in models}
+                                 text=True, cwd=ROOT) for m in models}
     accuracy = {}
     try:
         for model, proc in procs.items():
@@ -288,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = _splits(args, "study")
     for model in models:
         if args.packed:
-            import gpu_packing
+            from tools import gpu_packing
 
             packing = argparse.Namespace(steps=args.steps, batch_size=args.batch_size, epochs=1,
                                          steps_per_execution=64,

@@ -1,7 +1,7 @@
 """The README's findings table, generated from a committed results folder so it cannot drift.
 
-    python jobs/findings.py            # rewrite the block between the README's findings markers
-    python jobs/findings.py --check    # exit 1 if the README's block is not what the results give
+    python -m tools.findings            # rewrite the block between the README's findings markers
+    python -m tools.findings --check    # exit 1 if the README's block is not what the results give
 
 The block sits between `<!-- findings: begin ... -->` and `<!-- findings: end -->`; the
 results folder is the laptop default's (`make benchmark`), committed under docs/results/.
@@ -13,12 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-_checkout = Path(__file__).resolve().parents[1]
-if str(_checkout) not in sys.path:
-    sys.path.insert(0, str(_checkout))
 
-from reducecnn import aggregate, store  # noqa: E402
-from reducecnn.report import format_interval, format_mean_std, format_percent  # noqa: E402
+from reducecnn import aggregate, store
+from reducecnn.report import format_interval, format_mean_std, format_percent
 
 RESULTS = "docs/results/mnist-holdout-v040"
 BEGIN, END = "<!-- findings: begin", "<!-- findings: end -->"
@@ -82,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     readme_path = Path(args.readme)
     readme = readme_path.read_text(encoding="utf-8")
     updated = replace_block(readme, table(Path(args.results)), args.readme)
-    stale = f"findings: the table in {args.readme} is stale; run `python jobs/findings.py`"
+    stale = f"findings: the table in {args.readme} is stale; run `python -m tools.findings`"
     status = check_or_write(readme_path, readme, updated, args.check, stale)
     if not args.check:
         print(f"findings: {args.readme} updated from {args.results}")

@@ -2,8 +2,8 @@
 (holdout: choices on validation, the test set touched once per run) beside public single runs
 tuned on the test set. Generated from committed results so it cannot drift.
 
-    python jobs/frontier.py            # rewrite the tables in docs/findings.md, draw docs/frontier.png
-    python jobs/frontier.py --check    # exit 1 if the tables are not what the results give
+    python -m tools.frontier            # rewrite the tables in docs/findings.md, draw docs/frontier.png
+    python -m tools.frontier --check    # exit 1 if the tables are not what the results give
 
 Tables sit between `<!-- frontier: begin ... -->` / `<!-- frontier: end -->` (MNIST) and
 `<!-- frontier-fashion: begin ... -->` / `<!-- frontier-fashion: end -->` (Fashion-MNIST).
@@ -16,15 +16,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-_checkout = Path(__file__).resolve().parents[1]
-if str(_checkout) not in sys.path:
-    sys.path.insert(0, str(_checkout))
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from jobs.findings import check_or_write, replace_block  # noqa: E402
-from reducecnn import aggregate, store  # noqa: E402
-from reducecnn.report import clipped_note, format_interval, format_mean_std, write_atomically  # noqa: E402
+from tools.findings import check_or_write, replace_block
+from reducecnn import aggregate, store
+from reducecnn.report import clipped_note, format_interval, format_mean_std, write_atomically
 
 RESULTS = Path("docs/results")
 # Our frontier: results folders, read whole (screens on 2 seeds included; the plot draws models
@@ -232,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     updated = replace_block(doc, mnist_table(mnist), args.doc, "<!-- frontier: begin", "<!-- frontier: end -->")
     updated = replace_block(updated, fashion_table(mnist, fashion), args.doc, "<!-- frontier-fashion: begin",
                             "<!-- frontier-fashion: end -->")
-    stale = f"frontier: the tables in {args.doc} are stale; run `python jobs/frontier.py`"
+    stale = f"frontier: the tables in {args.doc} are stale; run `python -m tools.frontier`"
     status = check_or_write(doc_path, doc, updated, args.check, stale)
     if not args.check:
         plot(mnist, Path(args.plot))

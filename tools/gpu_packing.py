@@ -8,9 +8,9 @@ total should grow with N until the GPU (or the host's cores) saturates.
 It uses plain Keras, so it runs on the runner's TensorFlow or, where a machine only has JAX,
 with KERAS_BACKEND=jax; the line "backend" in the output says which.
 
-    python jobs/gpu_packing.py                                   # approach1, N = 1, 2, 4, 8
-    python jobs/gpu_packing.py --models approach1,baseline --runs 1,4 --steps 500
-    python jobs/gpu_packing.py --npz train.npz --json packing.json
+    python -m tools.gpu_packing                                   # approach1, N = 1, 2, 4, 8
+    python -m tools.gpu_packing --models approach1,baseline --runs 1,4 --steps 500
+    python -m tools.gpu_packing --npz train.npz --json packing.json
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-_checkout = Path(__file__).resolve().parents[1]
-if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in sys.path:
-    sys.path.insert(0, str(_checkout))
+from reducecnn.models import MODELS  # imports no framework
 
-from reducecnn.models import MODELS  # noqa: E402  (imports no framework)
+ROOT = Path(__file__).resolve().parents[1]  # `python -m tools.gpu_packing` runs from here
 
 
 def _train_arrays(npz: str | None):
@@ -88,13 +86,13 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(args: argparse.Namespace, model: str, n: int) -> dict:
     """N workers at once; returns per-run and total images/s."""
-    command = [sys.executable, __file__, "--worker", "--model", model, "--steps", str(args.steps),
+    command = [sys.executable, "-m", "tools.gpu_packing", "--worker", "--model", model, "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
                "--steps-per-execution", str(args.steps_per_execution)]
     if args.npz:
         command += ["--npz", args.npz]
     procs = [subprocess.Popen(command + ["--seed", str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True) for i in range(n)]
+                              stderr=subprocess.DEVNULL, text=True, cwd=ROOT) for i in range(n)]
     try:
         for proc in procs:
             line = proc.stdout.readline()

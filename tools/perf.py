@@ -10,9 +10,9 @@
 Early stopping is off (patience = epochs), so every way does the same work. Each way runs in
 its own fresh process and its wall time includes TensorFlow import and (for Ray) start-up.
 
-    python jobs/perf.py                       # 3 models x 2 seeds, full MNIST, 5 epochs (~14 min here)
-    python jobs/perf.py --epochs 2            # the same at 2 epochs (~6 min)
-    python jobs/perf.py --epochs 1 --train-limit 5000 --ways notebook,reducecnn
+    python -m tools.perf                       # 3 models x 2 seeds, full MNIST, 5 epochs (~14 min here)
+    python -m tools.perf --epochs 2            # the same at 2 epochs (~6 min)
+    python -m tools.perf --epochs 1 --train-limit 5000 --ways notebook,reducecnn
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-_checkout = Path(__file__).resolve().parents[1]
-if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in sys.path:
-    sys.path.insert(0, str(_checkout))
+from reducecnn.config import STUDY_MODELS, RunSpec
 
-from reducecnn.config import STUDY_MODELS, RunSpec  # noqa: E402
+_checkout = Path(__file__).resolve().parents[1]
 
 WAYS = ("notebook", "reducecnn", "tune", "grouped")
 DEFAULT_WAYS = ("notebook", "reducecnn", "tune")
@@ -148,11 +146,11 @@ def run_way(way: str, args: argparse.Namespace, specs: list[RunSpec], workdir: P
     if way in BENCHMARK_FLAGS:
         command = benchmark_command(specs, workdir, way, *BENCHMARK_FLAGS[way])
     else:
-        command = [sys.executable, __file__, "--child", way, "--workdir", str(workdir), *args.forwarded]
+        command = [sys.executable, "-m", "tools.perf", "--child", way, "--workdir", str(workdir), *args.forwarded]
     log = workdir / f"{way}.log"
     start = time.perf_counter()
     with log.open("w") as stream:
-        completed = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
+        completed = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, cwd=_checkout,
                                    env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
     wall = time.perf_counter() - start
     if completed.returncode != 0:

@@ -8,8 +8,8 @@ Both use the same model, seeded input pipeline, batch 32 and 64 steps per tf.fun
 (train.run's), warmed up first; the two alternate `--repeats` times so that a drifting
 machine shows in both columns.
 
-    python jobs/step_time.py                                  # the study's models, 20,000 images
-    python jobs/step_time.py --models small2k --images 30000 --repeats 3
+    python -m tools.step_time                                  # the study's models, 20,000 images
+    python -m tools.step_time --models small2k --images 30000 --repeats 3
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-_checkout = Path(__file__).resolve().parents[1]
-if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in sys.path:
-    sys.path.insert(0, str(_checkout))
 
-from reducecnn.batches import epoch_plan  # noqa: E402
-from reducecnn.config import STUDY_MODELS, RunSpec  # noqa: E402
-from reducecnn.models import MODELS  # noqa: E402
+from reducecnn.batches import epoch_plan
+from reducecnn.config import STUDY_MODELS, RunSpec
+from reducecnn.models import MODELS
 
 VARIANTS = ("keras", "reducecnn")
 
