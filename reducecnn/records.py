@@ -67,9 +67,9 @@ class RunRecord:
     group_size: int | None = field(default=1, metadata=INT32)
     vectorized: bool | None = False
     backend: str | None = None  # Keras backend: "tensorflow" or "jax"
-    group_id: str | None = None  # the vectorized group (one task's computation) the run trained in
-    group_seconds: float | None = None  # wall time of that whole group
-    compile_seconds: float | None = None  # time to build and compile before the first step
+    group_id: str | None = None  # the vectorized group (one trainer's computation) the run trained in
+    group_seconds: float | None = None  # the group's wall time until this member stopped, compilation included
+    compile_seconds: float | None = None  # the group's time compiling loops: 0.0 when its shape was compiled before
     tensorflow_version: str | None = None
     keras_version: str | None = None
     ray_version: str | None = None
