@@ -72,10 +72,12 @@ def _worker_version() -> str | None:
 def check_workers() -> None:
     """One clear line before anything trains when the workers import another reducecnn."""
     theirs = ray.get(_worker_version.remote())
+    if theirs is None:
+        raise UserError("Ray workers import a folder named reducecnn instead of the installed package (one in the "
+                        f"folder the cluster was started from?): start it from another folder than {os.getcwd()}")
     if theirs != reducecnn.__version__:
-        found = f"reducecnn {theirs}" if theirs else "a folder named reducecnn instead of the package"
-        raise UserError(f"Ray workers import {found}, this driver reducecnn {reducecnn.__version__}: install the "
-                        "same version on every node (pip install -e . in each checkout)")
+        raise UserError(f"Ray workers import reducecnn {theirs}, this driver reducecnn {reducecnn.__version__}: "
+                        "install the same version on every node (pip install -e . in each checkout)")
 
 
 def cluster_now(address: str | None) -> plan.Cluster:

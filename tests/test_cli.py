@@ -156,3 +156,14 @@ def test_a_run_near_chance_gets_a_hint_about_too_few_steps():
     assert "batch norm" in near_chance
     trained = _line(RunResult(record_for(spec, test_accuracy=0.97, epochs_run=2, train_seconds=3.0)))
     assert trained == "ok approach1 seed 0: test accuracy 0.9700, 2 epochs in 3 s"
+
+
+def test_a_folder_named_reducecnn_where_the_user_stands_does_not_shadow_the_package(tmp_path):
+    # `git clone` names the checkout `reducecnn`; Ray puts the driver's working directory first on
+    # every worker's sys.path, where that folder would be imported instead of the package.
+    (tmp_path / "reducecnn" / "docs").mkdir(parents=True)
+    command = [sys.executable, str(REPO / "jobs" / "benchmark.py"), "--models", "approach2", "--seeds", "1",
+               "--epochs", "1", "--train-limit", "500", "--out", "out", "--name", "shadow", "--no-report"]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert pd.read_parquet(tmp_path / "out" / "shadow" / "runs")["status"].tolist() == ["ok"]
