@@ -130,8 +130,11 @@ def test_same_spec_bit_identical_across_processes(tmp_path):
 
 def test_ctrl_c_stops_the_driver_promptly_and_keeps_what_is_recorded(cluster, tmp_path):
     flags = ["--models", "baseline", "--seeds", "2", "--epochs", "3", "--train-limit", "20000", "--name", "ctrlc"]
+    # SIGINT back to its default in the child: a shell running the tests in the background ignores
+    # it, and Python then never turns it into KeyboardInterrupt.
     driver = subprocess.Popen(_command(cluster, tmp_path, *flags), env=cluster.env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not _running_task_pids(cluster) and time.monotonic() < deadline:
         time.sleep(1)

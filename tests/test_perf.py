@@ -25,12 +25,9 @@ def test_perf_prints_all_three_ways_with_ratios():
 
 
 def _perf_module():
-    import importlib.util
+    from tools import perf
 
-    spec = importlib.util.spec_from_file_location("perf", PERF)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return perf
 
 
 def test_table_gives_ratios_and_tunes_extra_cost_per_trial(capsys):
