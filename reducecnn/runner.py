@@ -90,11 +90,10 @@ def cluster_now(address: str | None) -> plan.Cluster:
 
 def _recipe_label(record, varying: tuple[str, ...]) -> str:
     """' [learning_rate 0.005, augment_shift 1]' for the grid fields that vary; '' otherwise."""
-    names = {"epochs": "max_epochs"}
-    values = [f"{name} {getattr(record, names.get(name, name)):g}" if isinstance(
-        getattr(record, names.get(name, name)), float) else f"{name} {getattr(record, names.get(name, name))}"
-        for name in varying]
-    return f" [{', '.join(values)}]" if values else ""
+    values = [getattr(record, "max_epochs" if name == "epochs" else name) for name in varying]
+    labels = [f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+              for name, value in zip(varying, values)]
+    return f" [{', '.join(labels)}]" if labels else ""
 
 
 def _line(result: RunResult, varying: tuple[str, ...] = ()) -> str:

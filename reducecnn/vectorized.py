@@ -332,7 +332,6 @@ class Prepared:
     trainer: Trainer
     state: tuple
     infos: list
-    seconds: float  # building and stacking the members on the host
 
 
 def prepare(specs: list[RunSpec], data: Splits, session: Session) -> Prepared:
@@ -341,7 +340,6 @@ def prepare(specs: list[RunSpec], data: Splits, session: Session) -> Prepared:
     _check(specs)
     from keras import ops
 
-    start = time.perf_counter()
     members = build_members(specs)
     infos = [describe(model) for model in members]
     stacked = stack(members)
@@ -353,7 +351,7 @@ def prepare(specs: list[RunSpec], data: Splits, session: Session) -> Prepared:
     state = ([to_device(p) for p in stacked.params], [to_device(s) for s in stacked.stats],
              [to_device(np.zeros_like(p)) for p in stacked.params],
              [to_device(np.zeros_like(p)) for p in stacked.params], to_device(np.int32(0)))
-    return Prepared(specs, session.trainers[key], state, infos, time.perf_counter() - start)
+    return Prepared(specs, session.trainers[key], state, infos)
 
 
 def train_members(prepared: Prepared, data: Splits, session: Session,

@@ -76,11 +76,9 @@ class GroupTrainer:
         self.host = threading.Lock()    # model building seeds Keras's global generator
         self.node = ray.get_runtime_context().get_node_id()
 
-    def ready(self) -> dict:
-        """Answered once the actor is placed and started: where it runs."""
-        import os
-
-        return {"node": self.node, "pid": os.getpid(), "backend": __import__("keras").backend.backend()}
+    def ready(self) -> str:
+        """Answered once the actor is placed and started (the driver hands it groups from then on)."""
+        return self.node
 
     def _data(self, arrays: tuple, spec: RunSpec) -> data.Splits:
         """The split this spec trains on, made (and later put on the device) once per trainer."""
