@@ -2,15 +2,14 @@
 or `ray job submit --working-dir . -- python jobs/benchmark.py ...`. See --help."""
 
 import sys
-from pathlib import Path
 
-# A checkout (or `ray job submit --working-dir .`) need not have the package installed:
-# import it from beside this file. Built from __file__, since the cwd may vanish under Ray jobs.
-_checkout = Path(__file__).resolve().parents[1]
-if (_checkout / "reducecnn" / "__init__.py").is_file() and str(_checkout) not in sys.path:
-    sys.path.insert(0, str(_checkout))
-
-from reducecnn.cli import benchmark_main  # noqa: E402
+try:
+    from reducecnn.cli import benchmark_main
+except ModuleNotFoundError as error:
+    if error.name != "reducecnn":
+        raise
+    sys.exit("benchmark.py: error: reducecnn is not installed in this Python; from the checkout: "
+             "pip install -e '.[cpu]' (cluster.yaml's setup does this on every node)")
 
 if __name__ == "__main__":
     sys.exit(benchmark_main())

@@ -19,27 +19,30 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reducecnn import logs
+import pandas as pd
+import pyarrow.fs as pafs
+
+from reducecnn import catalog, data, devices, logs, store
 from reducecnn.config import BenchmarkConfig, UserError, make_benchmark_config, recipe_change_warning
+from reducecnn.plan import trainer_backend
 
-if TYPE_CHECKING:  # pandas is imported where a table is read: the command line starts without it
-    import pandas as pd
-
-    from reducecnn import store
+# Imported where used, each for a measured start-up saving of every command (2-core machine,
+# `python -c "import reducecnn.X"`): the runner (Ray, 0.8 s) and the report (matplotlib and
+# SciPy, 1.5 s) by the commands that run or report; models (Keras, 5.7 s) after devices.load().
 
 
 def check_models(references: list[str]) -> None:
     """Build each user model once and check its shapes (after the cheap checks, before Ray)."""
-    from reducecnn.models import ModelError, check, is_reference, load_reference
-
     for reference in references:
-        if is_reference(reference):
-            logs.import_frameworks(driver=True)
+        if catalog.is_reference(reference):
+            devices.load(driver=True)
+            from reducecnn import models  # Keras: after devices.load() (see the top)
+
             try:
-                check(load_reference(reference))
-            except ModelError as error:
+                models.check(catalog.load_reference(reference))
+            except catalog.ModelError as error:
                 raise UserError(str(error)) from None
 
 
@@ -54,9 +57,7 @@ def require_tensorflow(command: str) -> None:
 def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     """Check what needs the framework, then train what is not recorded yet and compact what was
     written; returns the runner's Outcome."""
-    from reducecnn import data, runner, store
-
-    from reducecnn.plan import trainer_backend
+    from reducecnn import runner  # Ray: see the top
 
     local_ray = not (config.address or os.environ.get("RAY_ADDRESS"))
     if local_ray and trainer_backend() == "tensorflow":
@@ -81,8 +82,6 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
 
 def results_location(folder: str | Path) -> store.Location:
     """A results folder as the user named it (a path, or a URI such as s3://bucket/prefix/name)."""
-    from reducecnn import store
-
     text = str(folder).rstrip("/")
     parent, _, name = text.rpartition("/")
     if not name or parent.endswith(":/"):
@@ -92,10 +91,6 @@ def results_location(folder: str | Path) -> store.Location:
 
 def benchmarks_in(folder: str | Path) -> list[str]:
     """The benchmarks (folders with a runs/ folder) directly inside a folder, by name."""
-    import pyarrow.fs as pafs
-
-    from reducecnn import store
-
     location = results_location(folder)
     try:
         entries = location.filesystem.get_file_info(pafs.FileSelector(location.path, allow_not_found=True))
@@ -108,10 +103,6 @@ def benchmarks_in(folder: str | Path) -> list[str]:
 
 def has_runs(folder: str | Path) -> bool:
     """Whether a results folder (local or on an object store) has a runs/ folder."""
-    import pyarrow.fs as pafs
-
-    from reducecnn import store
-
     location = results_location(folder)
     try:
         return location.filesystem.get_file_info(location.join("runs")).type == pafs.FileType.Directory
@@ -123,9 +114,7 @@ def load_runs(*folders: str | Path) -> pd.DataFrame:
     """The runs tables of one or several results folders, local or s3://..., as one DataFrame
     (each run once, files of older versions conformed to today's columns); UserError when a
     folder has no runs."""
-    import pandas as pd
-
-    from reducecnn import aggregate, store
+    from reducecnn import aggregate  # SciPy: see the top
 
     frames = []
     for folder in folders:
@@ -155,9 +144,7 @@ class Report:
 def write_report(results_dirs: list[str], margin: float = 0.5, into: str | None = None) -> Report:
     """Write summary.md, summary.parquet and the plots of one or more results folders (into the
     first, or `into`; on an object store, rendered here and uploaded beside the results)."""
-    import pandas as pd
-
-    from reducecnn import report, store
+    from reducecnn import report  # matplotlib and SciPy: see the top
 
     runs, epochs, warnings = [], [], []
     for results_dir in results_dirs:

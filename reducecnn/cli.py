@@ -7,9 +7,11 @@ import os
 import sys
 from typing import Any, Sequence
 
-from reducecnn import logs
+from reducecnn import api, catalog, data, devices, logs, store
 from reducecnn.api import check_models, require_tensorflow, run_config
-from reducecnn.config import UserError, make_benchmark_config, make_run_spec, read_config_file, unknown_model_message
+from reducecnn.config import (STUDY_MODELS, UserError, make_benchmark_config, make_run_spec, read_config_file,
+                              unknown_model_message)
+from reducecnn.records import RunResult, failed_record, with_fields
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,10 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _models_epilog(program: str) -> str:
-    from reducecnn.config import STUDY_MODELS
-    from reducecnn.models import MODELS
-
-    ours = [name for name in MODELS if name not in STUDY_MODELS]
+    ours = [name for name in catalog.registered() if name not in STUDY_MODELS]
     examples = [("", "the laptop default: 3 models x 5 seeds"),
                 (" --models approach1 --seeds 3 --epochs 2 --name try", "a quick look"),
                 (" --config bench.yaml --seeds 10", "a config file's fields; flags override"),
@@ -157,23 +156,24 @@ def benchmark_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the size and cost of every registered model, or of the models given."""
-    from reducecnn.models import MODELS, ModelError, check, describe, is_reference, load_reference
-
-    names = args.models or list(MODELS)
-    unknown = [name for name in names if name not in MODELS and not is_reference(name)]
+    names = args.models or list(catalog.registered())
+    unknown = [name for name in names if name not in catalog.registered() and not catalog.is_reference(name)]
     if unknown:
-        raise UserError(unknown_model_message(unknown[0], MODELS))
+        raise UserError(unknown_model_message(unknown[0], catalog.registered()))
     try:
-        users = {name: load_reference(name) for name in names if is_reference(name)}
-    except ModelError as error:
+        users = {name: catalog.load_reference(name) for name in names if catalog.is_reference(name)}
+    except catalog.ModelError as error:
         raise UserError(str(error)) from None
     require_tensorflow("reducecnn models")
-    logs.import_frameworks()
+    devices.load()
+    from reducecnn import models  # Keras (5.7 s): after devices.load(), and only for this command
+
     rows = []
     for name in names:
         try:
-            rows.append((users[name].name, check(users[name])) if name in users else (name, describe(MODELS[name]())))
-        except ModelError as error:
+            rows.append((users[name].name, models.check(users[name])) if name in users
+                        else (name, models.describe(models.MODELS[name]())))
+        except catalog.ModelError as error:
             raise UserError(str(error)) from None
     width = max(12, *(len(label) + 2 for label, _ in rows))
     print(f"{'model':<{width}}{'trainable':>11}{'non-train':>11}{'total':>10}{'layers':>8}{'MACs/image':>12}")
@@ -186,17 +186,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one spec in this process and write its record under OUT/NAME/."""
     require_tensorflow("reducecnn train")
-    from reducecnn import data, store
-
     fields = ("model", "seed", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate",
               "train_limit", "lr_schedule", "augment_shift")
     values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
-    from reducecnn.models import ModelError, is_reference, load_reference
-
-    if is_reference(args.model):
+    if catalog.is_reference(args.model):
         try:
-            user = load_reference(args.model)
-        except ModelError as error:
+            user = catalog.load_reference(args.model)
+        except catalog.ModelError as error:
             raise UserError(str(error)) from None
         values |= {"model": user.name, "model_source": user.source}
     spec = make_run_spec(values)
@@ -206,15 +202,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = data.load(spec.dataset, args.data_dir)
     location = store.locate(args.out or "results", args.name or "train")
     store.prepare(location)
-    logs.import_frameworks()
-    from reducecnn import train
+    devices.load()
+    from reducecnn import train  # Keras (5.7 s): after devices.load(), and only for this command
 
     try:
         result = train.run(spec, data.split(dataset, spec.protocol, spec.train_limit),
                            threads=args.threads, cpu_devices=args.cpu_devices or 1)
     except train.RunFailed as error:
-        result = train.RunResult(train.failed_record(spec, f"RunFailed: {error}"))
-    record = train.with_fields(result.record, benchmark=args.name or "train")
+        result = RunResult(failed_record(spec, f"RunFailed: {error}"))
+    record = with_fields(result.record, benchmark=args.name or "train")
     if not store.write_run(record, result.epochs, location):
         print(f"run {record.run_id} already has an ok record in {location.show('runs')}; kept it, "
               f"this {record.status} result was not written", file=sys.stderr)
@@ -249,7 +245,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def _report(results_dirs: list[str], margin: float, into: str | None = None, show_markdown: bool = False) -> str:
     """Write the summary report of one or more results folders (local or s3://...); print (the
     report, then) where it went and the verdicts; returns the summary.md path or URI."""
-    from reducecnn import api, report
+    from reducecnn import report  # matplotlib and SciPy (1.5 s): only for the commands that report
 
     written = api.write_report(results_dirs, margin, into)
     for warning in written.warnings:
@@ -265,8 +261,6 @@ def _report(results_dirs: list[str], margin: float, into: str | None = None, sho
 def _check_results_dir(results_dir: str) -> list[str]:
     """UserError when a results folder is missing; the benchmarks inside it when it holds
     benchmarks rather than runs; [] when it is a benchmark's folder."""
-    from reducecnn import api, store
-
     if not store.is_uri(results_dir) and not os.path.isdir(results_dir):
         raise UserError(f"results folder {results_dir} does not exist")
     if api.has_runs(results_dir):
@@ -301,7 +295,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`reducecnn export tensorboard RESULTS_DIR --to LOGDIR`."""
-    from reducecnn import export  # tensorboardX and pandas load only for this command
+    from reducecnn import export  # tensorboardX (0.3 s) loads only for this command
 
     if not os.path.isdir(args.results_dir):
         raise UserError(f"results folder {args.results_dir} does not exist")

@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reducecnn import catalog
+from reducecnn.logs import plural
+
 DATASETS = ("mnist", "fashion_mnist")
 STUDY_MODELS = ("baseline", "approach1", "approach2")
 # Early-stopping patience when the spec does not set one: the study's code used 1.
@@ -83,11 +86,8 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> RunSpec:
-        # Imported here: the registry lists names without importing TensorFlow.
-        from reducecnn.models import MODELS
-
-        if self.model_source is None and self.model not in MODELS:
-            raise ValueError(unknown_model_message(self.model, MODELS))
+        if self.model_source is None and self.model not in catalog.registered():
+            raise ValueError(unknown_model_message(self.model, catalog.registered()))
         if self.model_source is not None and not self.model.isidentifier():
             raise ValueError(f"a user model's name must be its function's name, got {self.model!r}")
         if self.patience is None:
@@ -185,21 +185,17 @@ class BenchmarkConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _models_known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        from reducecnn.models import MODELS
-
-        from reducecnn.models import ModelError, is_reference, load_reference
-
         if not names:
             raise ValueError("at least one model is needed")
-        unknown = [n for n in names if n not in MODELS and not is_reference(n)]
+        unknown = [n for n in names if n not in catalog.registered() and not catalog.is_reference(n)]
         if unknown:
-            raise ValueError(unknown_model_message(unknown[0], MODELS))
+            raise ValueError(unknown_model_message(unknown[0], catalog.registered()))
         names = tuple(dict.fromkeys(names))
         seen: dict[str, str] = {}
         for name in names:
             try:
-                short = load_reference(name).name if is_reference(name) else name
-            except ModelError as error:
+                short = catalog.load_reference(name).name if catalog.is_reference(name) else name
+            except catalog.ModelError as error:
                 raise ValueError(str(error)) from None
             if short in seen:
                 raise ValueError(f"{seen[short]} and {name} would both be recorded as model {short!r}; "
@@ -248,11 +244,9 @@ class BenchmarkConfig(BaseModel):
 
     def specs(self) -> list[RunSpec]:
         """Expand models x recipes x seeds into run specs, model-major."""
-        from reducecnn.models import is_reference, load_reference
-
         specs = []
         for model in self.models:
-            user = load_reference(model) if is_reference(model) else None
+            user = catalog.load_reference(model) if catalog.is_reference(model) else None
             identity = {"model": user.name, "model_source": user.source} if user else {"model": model}
             for recipe in self.recipes():
                 specs += [RunSpec(**identity, seed=seed, dataset=self.dataset, protocol=self.protocol,
@@ -261,8 +255,6 @@ class BenchmarkConfig(BaseModel):
 
     def shape(self) -> str:
         """'3 models x 4 recipes x 5 seeds' (recipes only when a grid)."""
-        from reducecnn.logs import plural
-
         recipes = len(self.recipes())
         parts = [plural(len(self.models), "model")] + ([plural(recipes, "recipe")] if recipes > 1 else [])
         return " x ".join(parts + [plural(len(self.seeds), "seed")])

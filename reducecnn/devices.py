@@ -1,9 +1,54 @@
-"""What a run sees (GPUs, CPU threads, logical CPU devices) and which tf.distribute strategy it uses."""
+"""The frameworks and what a run sees: Keras loaded quietly on the backend asked for (the driver
+kept off the GPU), TensorFlow's threads, GPU memory growth and logical CPUs, and the
+tf.distribute strategy a run uses. The first trainer module a process loads: the others import
+Keras at their top, so `load` runs before them.
+
+TensorFlow is imported inside the functions that configure it: they run only under its
+backend, and a JAX trainer (a GPU machine with JAX only) never loads it.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
+
+from reducecnn import logs
+
+
+def load(driver: bool = False) -> str:
+    """Import Keras (and TensorFlow, its default backend) with their start-up lines hidden; returns
+    Keras's backend ("tensorflow" or "jax").
+
+    TensorFlow 2.21 writes `All log messages before absl::InitializeLog()` and its oneDNN notice
+    to file descriptor 2 while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so the descriptor
+    points at /dev/null for the import only; an import error is still raised (and printed) after.
+    `driver`: the process that plans (never trains), kept off the GPU.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if driver and os.environ.get("KERAS_BACKEND") == "jax" and "keras" not in sys.modules:
+        # The driver only builds models to check and plan them: on JAX it would otherwise take
+        # 75% of the GPU its own trainer needs (a one-GPU machine). Workers keep their devices.
+        import jax  # JAX only where it is the backend, before Keras loads it
+
+        jax.config.update("jax_platforms", "cpu")
+    # Keras is imported here, not at the top: its backend comes from KERAS_BACKEND, which the
+    # caller sets first, and TensorFlow's start-up lines must be hidden while it loads.
+    if logs.verbose() or "keras" in sys.modules:
+        import keras  # see above
+
+        return keras.backend.backend()
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import keras  # see above
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+    return keras.backend.backend()
 
 
 @dataclass(frozen=True)
@@ -24,7 +69,7 @@ def configure(threads: int | None = None, cpu_devices: int = 1) -> None:
     the same values pass, different ones raise RuntimeError (a run must not silently use
     another thread count, since that changes its numbers).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # under its backend only (see the module's docstring)
 
     tf.config.experimental.enable_op_determinism()
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -56,7 +101,7 @@ def _set_or_check(setter, getter, wanted, what: str) -> None:
 
 def place(cpu_devices: int = 1) -> Placement:
     """Mirrored over all visible GPUs when there are 2+, or over logical CPUs when asked; else default."""
-    import tensorflow as tf
+    import tensorflow as tf  # under its backend only (see the module's docstring)
 
     threads = tf.config.threading.get_intra_op_parallelism_threads()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 VERBOSE_ENV = "REDUCECNN_VERBOSE"
 
@@ -18,35 +17,6 @@ def verbose() -> bool:
 def set_verbose(on: bool) -> None:
     """Remember the choice for this process and the local processes it starts (Ray workers)."""
     os.environ[VERBOSE_ENV] = "1" if on else "0"
-
-
-def import_frameworks(driver: bool = False) -> None:
-    """Import Keras (and TensorFlow, its default backend) with their start-up lines hidden.
-
-    TensorFlow 2.21 writes `All log messages before absl::InitializeLog()` and its oneDNN notice
-    to file descriptor 2 while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so the descriptor
-    points at /dev/null for the import only; an import error is still raised (and printed) after.
-    `driver`: the process that plans (never trains), kept off the GPU.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if driver and os.environ.get("KERAS_BACKEND") == "jax" and "keras" not in sys.modules:
-        # The driver only builds models to check and plan them: on JAX it would otherwise take
-        # 75% of the GPU its own trainer needs (a one-GPU machine). Workers keep their devices.
-        import jax
-
-        jax.config.update("jax_platforms", "cpu")
-    if verbose() or "keras" in sys.modules:
-        import keras  # noqa: F401
-        return
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def ray_init_options() -> dict:

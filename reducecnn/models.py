@@ -1,29 +1,26 @@
-"""Model registry: the study's three CNNs exactly, our own, users' builders (`file.py:function`
-or `package.module:function`), and `describe` for their size and cost."""
+"""The models as Keras builds them: the study's three CNNs exactly, our own (the registry,
+`MODELS`), users' builders from their source (`builder`), and `describe` for their size and cost.
+Which names and references exist is known without Keras: `catalog`."""
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
-import importlib.util
 import math
 import types
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-if TYPE_CHECKING:
-    import keras
+import keras
+import numpy as np
+from keras import layers
 
-# Builders import keras themselves so that listing and validating names stays instant
-# (importing TensorFlow costs seconds, and bad input must fail before that).
-MODELS: dict[str, Callable[[], "keras.Model"]] = {}
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+from reducecnn.catalog import INPUT_SHAPE, NUM_CLASSES, ModelError, UserModel
+
+MODELS: dict[str, Callable[[], keras.Model]] = {}
 
 
-def register(builder: Callable[[], "keras.Model"]) -> Callable[[], "keras.Model"]:
+def register(builder: Callable[[], keras.Model]) -> Callable[[], keras.Model]:
     """Add a model builder to the registry under its function name."""
     MODELS[builder.__name__] = builder
     return builder
@@ -40,8 +37,7 @@ def _batch_norm_class() -> type:
     step on one CPU thread: approach1 3.5 -> 3.1 ms, approach2 3.6 -> 3.0, small2k 6.4 -> 4.8.
     Inference, masks, renorm, synchronized batch norm and other shapes use Keras's own path.
     """
-    import keras
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow's own kernel: loaded only under its backend (never by a JAX trainer)
 
     @keras.saving.register_keras_serializable(package="reducecnn")
     class BatchNormalization(keras.layers.BatchNormalization):
@@ -75,8 +71,6 @@ def batch_norm(**kwargs) -> keras.layers.Layer:
     """A batch-norm layer (keras.layers.BatchNormalization's arguments) training with the fused
     kernel on Keras's TensorFlow backend; Keras's own layer on other backends (tools/gpu_packing.py
     can run on JAX) or when FUSED_BATCH_NORM is off."""
-    import keras
-
     if FUSED_BATCH_NORM and keras.backend.backend() == "tensorflow":
         return _batch_norm_class()(**kwargs)
     return keras.layers.BatchNormalization(**kwargs)
@@ -85,9 +79,6 @@ def batch_norm(**kwargs) -> keras.layers.Layer:
 @register
 def baseline() -> keras.Model:
     """The study's baseline: 591,786 trainable parameters, 5 layers."""
-    import keras
-    from keras import layers
-
     return keras.Sequential([
         keras.Input(INPUT_SHAPE),
         layers.Conv2D(32, (4, 4), strides=(1, 1), activation="relu"),
@@ -101,9 +92,6 @@ def baseline() -> keras.Model:
 @register
 def approach1() -> keras.Model:
     """The study's first reduction: 3,418 trainable of 3,578 parameters, 10 layers."""
-    import keras
-    from keras import layers
-
     return keras.Sequential([
         keras.Input(INPUT_SHAPE),
         layers.Conv2D(32, (4, 4), activation="relu"),
@@ -122,9 +110,6 @@ def approach1() -> keras.Model:
 @register
 def approach2() -> keras.Model:
     """The study's second reduction: 3,130 trainable of 3,226 parameters, 9 layers."""
-    import keras
-    from keras import layers
-
     return keras.Sequential([
         keras.Input(INPUT_SHAPE),
         layers.Conv2D(32, (3, 3), activation="relu"),
@@ -141,8 +126,6 @@ def approach2() -> keras.Model:
 
 def _separable_block(filters: int, bn_scale: bool = True) -> list:
     """3x3 depthwise-separable convolution, batch norm, ReLU (no bias: BN's beta replaces it)."""
-    from keras import layers
-
     return [layers.SeparableConv2D(filters, 3, use_bias=False), batch_norm(scale=bn_scale),
             layers.ReLU()]
 
@@ -153,9 +136,6 @@ def _separable_net(name: str, middle_filters: int, last_filters: int = 24, bn_sc
     bn_scale=False drops batch norm's gamma: a ReLU and then a linear layer follow each batch
     norm, so the next layer's weights can absorb any positive scale, and the weights saved
     can widen the network instead."""
-    import keras
-    from keras import layers
-
     return keras.Sequential([
         keras.Input(INPUT_SHAPE),
         layers.Conv2D(8, 3, use_bias=False), batch_norm(scale=bn_scale), layers.ReLU(),  # 26x26x8
@@ -200,8 +180,6 @@ def small2000() -> keras.Model:
 
 def _conv_block(filters: int, size: int = 3) -> list:
     """A convolution (3x3 unless said), batch norm without scale (a ReLU and a linear layer follow), ReLU."""
-    from keras import layers
-
     return [layers.Conv2D(filters, size, use_bias=False), batch_norm(scale=False), layers.ReLU()]
 
 
@@ -209,9 +187,6 @@ def _frontier_net(name: str, blocks: list[list], first_filters: int, tail: list[
     """The parameter-frontier family (docs/findings.md): a 3x3 convolution, groups of blocks with
     a max pool after each, blocks without a pool (tail), a 1x1 convolution to the classes and
     global average pooling; batch norm without scale throughout."""
-    import keras
-    from keras import layers
-
     body = []
     for group in blocks:
         body += [*(layer for block in group for layer in block), layers.MaxPool2D()]
@@ -246,9 +221,6 @@ def _shared_net(name: str, repeats: int, width: int = 14, stem: int = 6, offsets
     each time with its own batch norm (no scale) and a residual connection; 1x1 convolution to the
     classes and global average pooling. Each repeat costs only its batch norm's `width` offsets,
     or nothing with offsets=False (normalisation only: its moving statistics are not trained)."""
-    import keras
-    from keras import layers
-
     sep = functools.partial(_separable_block, bn_scale=False)
     inputs = keras.Input(INPUT_SHAPE)
     x = inputs
@@ -373,57 +345,6 @@ def describe(model: keras.Model) -> ModelInfo:
     )
 
 
-class ModelError(ValueError):
-    """A model reference that cannot be used: one line saying why."""
-
-
-@dataclass(frozen=True)
-class UserModel:
-    """A user's builder: its function name (the runs' `model`) and its module's source text,
-    which travels with every run to the workers and is part of the run id."""
-
-    reference: str
-    name: str
-    source: str
-
-
-def is_reference(model: str) -> bool:
-    """`file.py:function` or `package.module:function`, as opposed to a registered name."""
-    return ":" in model
-
-
-def load_reference(reference: str) -> UserModel:
-    """Read a reference's source and check that it defines the function (nothing is executed)."""
-    where, _, function = reference.rpartition(":")
-    if not where or not function.isidentifier():
-        raise ModelError(f"model {reference!r}: expected file.py:function or package.module:function")
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise ModelError(f"model {reference!r}: file {where} does not exist")
-    else:
-        try:
-            found = importlib.util.find_spec(where)
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.origin or not found.origin.endswith(".py"):
-            raise ModelError(f"model {reference!r}: no Python module {where} can be imported here")
-        path = Path(found.origin)
-    source = path.read_text(encoding="utf-8")
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except SyntaxError as error:
-        raise ModelError(f"model {reference!r}: {path} does not parse (line {error.lineno}: {error.msg})") from None
-    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    defined |= {target.id for node in tree.body if isinstance(node, ast.Assign)
-                for target in node.targets if isinstance(target, ast.Name)}
-    if function not in defined:
-        raise ModelError(f"model {reference!r}: {path} defines no function {function}")
-    if function in MODELS:
-        raise ModelError(f"model {reference!r}: {function} is a registered model's name; rename the function")
-    return UserModel(reference, function, source)
-
-
 def builder(model: str, source: str | None = None) -> Callable[[], Any]:
     """The builder of a registered model, or of a user's model from its module's source text."""
     if source is None:
@@ -438,9 +359,6 @@ def builder(model: str, source: str | None = None) -> Callable[[], Any]:
 def check(user: UserModel) -> ModelInfo:
     """Build a user's model once and check it is a Keras classifier of 28x28x1 images into 10
     classes; ModelError (one line) otherwise. Needs the framework, so it runs after the cheap checks."""
-    import keras
-    import numpy as np
-
     prefix = f"model {user.reference!r}"
     try:
         model = builder(user.name, user.source)()

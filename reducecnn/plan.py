@@ -4,12 +4,14 @@ for every choice, printed as one line."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import yaml
 
 from reducecnn import logs
 from reducecnn.config import BenchmarkConfig, RunSpec, UserError
@@ -42,26 +44,9 @@ def groups(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
     return chunks
 
 
-@functools.cache
-def not_vectorizable(model: str, source: str | None = None) -> str | None:
-    """Why the stacked form cannot reproduce this model exactly (a layer it does not cover,
-    regularizers, constraints, random layers, a custom train step), or None when it can."""
-    logs.import_frameworks(driver=True)
-    from reducecnn.models import builder
-    from reducecnn.stacked import NotVectorizable, stack
-
-    try:
-        stack([builder(model, source)()])
-    except NotVectorizable as error:
-        return str(error)
-    return None
-
-
 def autoscaler_gpus(config_path: Path = AUTOSCALER_CONFIG) -> bool:
     """Can an autoscaler add GPU nodes? True where this head's cluster-launcher config has a
     node type with GPUs (the driver runs on the head under `ray submit` and `ray job submit`)."""
-    import yaml
-
     path = config_path.expanduser()
     if not path.is_file():
         return False
@@ -133,14 +118,16 @@ def _gpus_wanted(config: BenchmarkConfig, cluster: Cluster) -> tuple[bool, str]:
     return True, ""
 
 
-def make_plan(config: BenchmarkConfig, specs: list[RunSpec], cluster: Cluster) -> Plan:
-    """Decide, before training, which runs are vectorized and where everything trains."""
+def make_plan(config: BenchmarkConfig, specs: list[RunSpec], cluster: Cluster,
+              refusal: Callable[[str, str | None], str | None]) -> Plan:
+    """Decide, before training, which runs are vectorized and where everything trains.
+    `refusal(model, source)`: why a model cannot be vectorized, or None (`stacked.refusal`)."""
     on_gpus, why_cpus = _gpus_wanted(config, cluster)
     gpus = config.gpus_per_run
     size = config.runs_per_task or (GPU_GROUP_SIZE if on_gpus and (gpus is None or gpus < 2) else 1)
     vectorized, singles, reasons = [], [], {}
     for spec in specs:
-        why = not_vectorizable(spec.model, spec.model_source) if size > 1 else None
+        why = refusal(spec.model, spec.model_source) if size > 1 else None
         (singles if size == 1 or why else vectorized).append(spec)
         if why:
             reasons[spec.model] = why

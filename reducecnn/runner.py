@@ -16,7 +16,7 @@ import ray
 from tqdm import tqdm
 
 import reducecnn
-from reducecnn import data, logs, plan, store, worker
+from reducecnn import data, devices, logs, plan, store, worker
 from reducecnn.config import GRID_FIELDS, BenchmarkConfig, RunSpec, UserError
 from reducecnn.records import RunResult, with_fields
 
@@ -86,6 +86,16 @@ def cluster_now(address: str | None) -> plan.Cluster:
     joined = bool(address or os.environ.get("RAY_ADDRESS"))
     return plan.Cluster(cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0),
                         can_add_gpus=joined and plan.autoscaler_gpus())
+
+
+def _refusal(model: str, source: str | None) -> str | None:
+    """`stacked.refusal` for the planner, loading Keras in the driver only when runs are grouped."""
+    devices.load(driver=True)
+    # Keras (5.7 s here) loads after devices.load() and only when a plan groups runs; Ray workers
+    # import this module for `_worker_version` and need no Keras.
+    from reducecnn import stacked
+
+    return stacked.refusal(model, source)
 
 
 def _recipe_label(record, varying: tuple[str, ...]) -> str:
@@ -330,7 +340,7 @@ def run_benchmark(config: BenchmarkConfig, dataset: data.Dataset, location: stor
         if dashboard:
             print(f"Ray dashboard: http://{dashboard.removeprefix('http://')}", file=sys.stderr)
         check_workers()
-        the_plan = plan.make_plan(config, todo, cluster_now(config.address))
+        the_plan = plan.make_plan(config, todo, cluster_now(config.address), _refusal)
         print(the_plan.line(), file=sys.stderr)
         arrays_ref = ray.put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
         with tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -11,10 +11,15 @@ batched matrix product over stacked [K, F, units] kernels. Each seed has its own
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import keras
 import numpy as np
+from keras import ops
+
+from reducecnn.models import builder
 
 ELEMENTWISE = {"linear", "relu", "sigmoid", "tanh", "elu", "selu", "gelu", "silu", "swish", "softplus", "relu6"}
 
@@ -45,8 +50,6 @@ class StackedModel:
     def forward(self, params: list, stats: list, images, training: bool) -> tuple[Any, list, Any]:
         """images [B, H, W, K] -> probabilities [B, K, classes], the updated batch-norm statistics,
         and per member whether any activation went non-finite ([K] bool, before `finite` zeroed it)."""
-        from keras import ops
-
         x, new_stats, p, s = images, [], 0, 0
         overflowed = ops.zeros((self.seeds,), "bool")
         for fn, n_params, n_stats in self.layers:
@@ -60,8 +63,6 @@ class StackedModel:
 
 def per_seed(values, shape: tuple, slot: Slot, seeds: int):
     """A [K] vector broadcastable against an array of `shape` whose seeds lie in `slot`."""
-    from keras import ops
-
     expanded = ops.repeat(values, slot.per_seed) if slot.per_seed > 1 else values
     target = [1] * len(shape)
     target[slot.axis] = seeds * slot.per_seed
@@ -70,8 +71,6 @@ def per_seed(values, shape: tuple, slot: Slot, seeds: int):
 
 def nonfinite_by_member(x, seeds: int):
     """[K] bool: does member k's block of the last axis hold a non-finite value anywhere?"""
-    from keras import ops
-
     by_member = ops.reshape(x, (-1, seeds, x.shape[-1] // seeds))
     return ops.logical_not(ops.all(ops.isfinite(by_member), axis=(0, 2)))
 
@@ -85,8 +84,6 @@ def finite(x):
     member's non-finite outputs (`nonfinite_by_member`), and such a member fails alone, as its
     separate run would.
     """
-    from keras import ops
-
     @ops.custom_gradient
     def _finite(values):
         def gradient(*args, upstream=None):
@@ -112,8 +109,6 @@ def _concat(arrays: list[np.ndarray], axis: int) -> np.ndarray:
 
 def stack(models: list) -> StackedModel:
     """The stacked form of K built Keras models of one architecture (their current weights)."""
-    import keras
-
     if not isinstance(models[0], keras.Sequential):
         raise NotVectorizable("only keras.Sequential models are supported (no branches or shared layers)")
     _check_training_is_plain(models[0])
@@ -131,8 +126,6 @@ def _check_training_is_plain(model) -> None:
     """The stacked trainer minimises the cross-entropy with Adam and nothing else: a model that
     adds to its loss (regularizers, `add_loss`), constrains its weights or trains its own way
     would train differently stacked, so it is not vectorized."""
-    import keras
-
     for method in ("train_step", "compute_loss"):
         if getattr(type(model), method) is not getattr(keras.Sequential, method):
             raise NotVectorizable(f"a custom {method} is not supported")
@@ -159,8 +152,6 @@ def _add(stacked: StackedModel, fn: Callable, params=(), stats=()) -> None:
 
 def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
     """Append one layer's stacked weights and function; returns whether the output is [B, K, F]."""
-    from keras import ops
-
     kind, k = type(layer).__name__, stacked.seeds
     config = layer.get_config()
     weights = [member.get_weights() for member in members]
@@ -247,8 +238,6 @@ def _add_layer(stacked: StackedModel, layer, members: list, flat: bool) -> bool:
 
 def _add_batch_norm(stacked: StackedModel, layer, weights: list, flat: bool) -> None:
     """Batch norm per (seed, channel): the seed's own batch statistics and moving averages."""
-    from keras import ops
-
     config = layer.get_config()
     if config["axis"] not in (-1, 3 if not flat else 2) or config.get("renorm") or config.get("synchronized"):
         raise NotVectorizable("BatchNormalization must normalise the last axis, without renorm or synchronisation")
@@ -279,3 +268,15 @@ def _add_batch_norm(stacked: StackedModel, layer, weights: list, flat: bool) -> 
         return x * inverse + shift, updated, None
 
     _add(stacked, batch_norm, params, stats)
+
+
+@functools.cache
+def refusal(model: str, source: str | None = None) -> str | None:
+    """Why the stacked form cannot reproduce this model exactly (a layer it does not cover,
+    regularizers, constraints, random layers, a custom train step), or None when it can.
+    Builds the model once; the planner asks for each model of a benchmark."""
+    try:
+        stack([builder(model, source)()])
+    except NotVectorizable as error:
+        return str(error)
+    return None

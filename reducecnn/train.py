@@ -8,37 +8,28 @@ import resource
 import time
 from datetime import datetime, timezone
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from reducecnn import devices, models
-from reducecnn.batches import epoch_plan
+from reducecnn.catalog import NUM_CLASSES
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
-from reducecnn.models import NUM_CLASSES, describe
-from reducecnn.records import RunRecord, RunResult, epoch_rows, failed_record, package_version, record_for, with_fields
-
-# RunRecord, failed_record and with_fields are also imported from here (runner, notebooks);
-
-EVAL_BATCH_SIZE = 1024  # validation/test batch: changes speed, not the trained weights
+from reducecnn.models import describe
+from reducecnn.recipe import EVAL_BATCH_SIZE, RunFailed, epoch_plan, learning_rate, shift_images, should_stop
+from reducecnn.records import RunResult, epoch_rows, package_version, record_for
 # Training steps per tf.function call: tiny CNNs at batch 32 are bound by per-step overhead;
 # 64 steps per call trained 1.15-1.3x faster on 2 CPU cores with bit-identical weights.
 STEPS_PER_EXECUTION = 64
 
 
-class RunFailed(Exception):
-    """Training finished without a usable model (e.g. a non-finite loss)."""
-
-
-def _input(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | None = None,
+def batches_of(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | None = None,
            shifts: np.ndarray | None = None):
     """uint8 arrays -> batches of float32 pixels / 255 and one-hot labels, converted per batch.
 
-    With `order` (an epoch's permutation, `batches.epoch_plan`) the batches follow it, each
+    With `order` (an epoch's permutation, `recipe.epoch_plan`) the batches follow it, each
     image shifted by its row of `shifts`; without, the arrays are read in order (evaluation)."""
-    import tensorflow as tf
-
-    from reducecnn.batches import shift_images
-
     def scale(images, labels):
         return tf.cast(images[..., tf.newaxis], tf.float32) / 255.0, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
 
@@ -60,18 +51,6 @@ def _input(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | No
     return dataset.prefetch(2).with_options(options)
 
 
-def should_stop(val_losses: list[float], patience: int) -> bool:
-    """keras.callbacks.EarlyStopping(monitor="val_loss", patience) after the last of these epochs."""
-    best, wait, stop = math.inf, 0, False
-    for epoch, loss in enumerate(val_losses):
-        wait += 1
-        if loss < best:
-            best, wait, stop = loss, 0, False
-        else:
-            stop = wait >= patience and epoch > 0
-    return stop
-
-
 @functools.cache
 def _fused_adam_class() -> type:
     """keras.optimizers.Adam applying its update with TensorFlow's fused ResourceApplyAdam kernel.
@@ -81,9 +60,6 @@ def _fused_adam_class() -> type:
     590k weights made Keras's op-by-op Adam 3 of its 6.3 ms per step on one CPU thread.
     Results agree with Keras 3's Adam to rounding, not bit for bit.
     """
-    import keras
-    import tensorflow as tf
-
     class FusedAdam(keras.optimizers.Adam):
         def update_step(self, gradient, variable, learning_rate):
             if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
@@ -106,25 +82,13 @@ def adam(spec: RunSpec, train_images: int):
     return _fused_adam_class()(learning_rate=learning_rate(spec, train_images))
 
 
-def learning_rate(spec: RunSpec, train_images: int, initial: float | None = None):
-    """Adam's learning rate: constant as in the study, or Keras's cosine decay to 0 over all epochs
-    (from `initial`, default the spec's). The one schedule every trainer uses."""
-    initial = spec.learning_rate if initial is None else initial
-    if spec.lr_schedule == "constant":
-        return initial
-    import keras
-
-    steps = spec.epochs * math.ceil(train_images / spec.batch_size)
-    return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps)
-
-
 def final_test_scores(model, data: Splits, history: dict[str, list[float]]) -> tuple[float, float]:
     """Test loss and accuracy of the final weights. The study protocol validates on the test set
     itself, so the last epoch's validation already is that evaluation (same weights, data and
     batches): it is reused rather than computed twice."""
     if data.x_val is data.x_test and data.y_val is data.y_test:
         return float(history["val_loss"][-1]), float(history["val_accuracy"][-1])
-    test_loss, test_accuracy = model.evaluate(_input(data.x_test, data.y_test, EVAL_BATCH_SIZE), verbose=0)
+    test_loss, test_accuracy = model.evaluate(batches_of(data.x_test, data.y_test, EVAL_BATCH_SIZE), verbose=0)
     return float(test_loss), float(test_accuracy)
 
 
@@ -132,9 +96,6 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
         steps_per_execution: int = STEPS_PER_EXECUTION) -> RunResult:
     """Train one model from scratch as the study did, evaluate its final weights on the test set."""
     devices.configure(threads, cpu_devices)
-    import keras
-    import tensorflow as tf
-
     keras.backend.clear_session()  # a reused worker process starts each run from a clean slate
     keras.utils.set_random_seed(spec.seed)
     placement = devices.place(cpu_devices)
@@ -145,17 +106,17 @@ def run(spec: RunSpec, data: Splits, threads: int | None = None, cpu_devices: in
                       # Keras's multi-step loop fails under MirroredStrategy: one step per call there.
                       steps_per_execution=steps_per_execution if placement.replicas == 1 else 1)
     info = describe(model)
-    validation = _input(data.x_val, data.y_val, EVAL_BATCH_SIZE)
+    validation = batches_of(data.x_val, data.y_val, EVAL_BATCH_SIZE)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
     seconds: list[float] = []
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter()
     # One fit() per epoch, each on that epoch's planned batches (the same for every trainer,
-    # batches.epoch_plan); Keras reuses the traced train function across the calls.
+    # recipe.epoch_plan); Keras reuses the traced train function across the calls.
     for epoch in range(spec.epochs):
         order, shifts = epoch_plan(spec.seed, epoch, len(data.x_train), spec.augment_shift)
         epoch_start = time.perf_counter()
-        logs = model.fit(_input(data.x_train, data.y_train, spec.batch_size, order,
+        logs = model.fit(batches_of(data.x_train, data.y_train, spec.batch_size, order,
                                 shifts if spec.augment_shift else None),
                          validation_data=validation, epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()],
                          shuffle=False, verbose=0).history

@@ -4,7 +4,7 @@ A tiny CNN at batch 32 leaves a GPU mostly idle; K seeds stacked into one model
 (`reducecnn.stacked`: grouped convolutions, batched dense layers, batch norm per seed and
 channel) keep it busy. Every member keeps what a separate `train.run` has: its initial
 weights (built right after `set_random_seed(seed)`, as there), its batches and shifts
-(`batches.epoch_plan`, the same as `train.run`'s), its own Adam state and learning rate,
+(`recipe.epoch_plan`, the same as `train.run`'s), its own Adam state and learning rate,
 its own early stopping (a stopped member is frozen: it is evaluated with its weights and
 moving statistics of its stop epoch) and its own failure (a non-finite loss, weight or
 activation fails that member alone). Its row and epoch rows are those of a separate run,
@@ -31,16 +31,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
+import keras
 import numpy as np
+from keras import ops
+from keras.losses import categorical_crossentropy
 
-from reducecnn.batches import epoch_plan, shift_images
+from reducecnn import devices
+from reducecnn.catalog import NUM_CLASSES
 from reducecnn.config import RunSpec
 from reducecnn.data import Splits
-from reducecnn.models import NUM_CLASSES, builder, describe
+from reducecnn.models import builder, describe
 from reducecnn.plan import vector_key
-from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
+from reducecnn.recipe import EVAL_BATCH_SIZE, RunFailed, epoch_plan, learning_rate, shift_images, should_stop
 from reducecnn.records import RunResult, epoch_rows, package_version, record_for
-from reducecnn.train import EVAL_BATCH_SIZE, RunFailed, learning_rate, should_stop
+from reducecnn.stacked import NotVectorizable, StackedModel, per_seed, stack
 
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as the study used
 
@@ -48,11 +52,10 @@ BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, 
 def _backend() -> tuple[Callable, Callable, Callable]:
     """(value_and_grad, compile_loop, compile_function) for Keras's backend: the only
     backend-specific code. `compile_loop(run, donate, example)` compiles `run(carry, count, consts)`
-    for the example's shapes and count, now, and returns `call(carry, consts)`."""
-    import keras
-
+    for the example's shapes and count, now, and returns `call(carry, consts)`.
+    The backend's framework is imported here: a JAX trainer never loads TensorFlow, nor the reverse."""
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # the active backend only (see the docstring)
 
         def compile_loop(run, donate: bool, example: tuple):
             # A static trip count: the loop is a scan, which XLA runs without reading the loop
@@ -64,7 +67,7 @@ def _backend() -> tuple[Callable, Callable, Callable]:
         return (lambda fn: jax.value_and_grad(fn, has_aux=True)), compile_loop, jax.jit
     if keras.backend.backend() != "tensorflow":
         raise NotVectorizable(f"backend {keras.backend.backend()} is not supported (tensorflow or jax)")
-    import tensorflow as tf
+    import tensorflow as tf  # the active backend only (see the docstring)
 
     def value_and_grad(fn):
         def wrapped(params):
@@ -84,13 +87,11 @@ def _backend() -> tuple[Callable, Callable, Callable]:
 
 def _loop_over(body: Callable) -> Callable:
     """`run(carry, count, consts)`: `count` iterations of `body(carry, i, consts)`, as the backend loops."""
-    import keras
-
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # the active backend only (see _backend)
 
         return lambda carry, count, consts: jax.lax.fori_loop(0, count, lambda i, c: body(c, i, consts), carry)
-    import tensorflow as tf
+    import tensorflow as tf  # the active backend only (see _backend)
 
     def run(carry, count, consts):
         _, carry = tf.while_loop(lambda i, c: i < count, lambda i, c: (i + 1, body(c, i, consts)),
@@ -131,7 +132,7 @@ class Trainer:
         return self._loops[key]
 
     def _learning_rates(self, learning_rates, iteration):
-        """Each member's learning rate at this step: constant, or `train.learning_rate`'s schedule
+        """Each member's learning rate at this step: constant, or `recipe.learning_rate`'s schedule
         (Keras's CosineDecay) from 1, scaled by each member's own rate."""
         if self.spec.lr_schedule == "constant":
             return learning_rates
@@ -139,9 +140,6 @@ class Trainer:
 
     def _train_body(self, batch: int) -> Callable:
         """One Adam step of every member on its own next batch (Keras's Adam, elementwise per seed)."""
-        from keras import ops
-        from keras.losses import categorical_crossentropy
-
         k, stacked, shift = self.k, self.stacked, bool(self.spec.augment_shift)
 
         def body(carry, step, consts):
@@ -182,9 +180,6 @@ class Trainer:
 
     def _eval_body(self, batch: int) -> Callable:
         """Summed loss and hits of every member over one batch of shared images (no update)."""
-        from keras import ops
-        from keras.losses import categorical_crossentropy
-
         k, stacked = self.k, self.stacked
 
         def body(carry, step, consts):
@@ -206,8 +201,6 @@ class Trainer:
                     steps: int | None = None) -> tuple:
         """One epoch of every member (or only its first `steps` full batches); returns the new
         state (its last three entries: summed loss, hits, and whether an activation overflowed)."""
-        from keras import ops
-
         batch, images = self.spec.batch_size, order.shape[1]
         full, rest = divmod(images, batch)
         if steps is not None:
@@ -223,8 +216,6 @@ class Trainer:
 
     def evaluate(self, params, stats, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Each member's mean loss and accuracy on shared images (x uint8 [N, H, W] on the device)."""
-        from keras import ops
-
         images = x.shape[0]
         batch = eval_batch(images, self.k)
         full, rest = divmod(images, batch)
@@ -237,8 +228,6 @@ class Trainer:
         return loss_sum / images, correct / images
 
     def _finite_by_member(self, params: list):
-        from keras import ops
-
         finite = ops.ones((self.k,), "bool")
         for value, slot in zip(params, self.stacked.param_slots):
             by_seed = ops.reshape(ops.moveaxis(value, slot.axis, 0), (self.k, -1))
@@ -247,8 +236,6 @@ class Trainer:
 
     def finite_members(self, params: list) -> np.ndarray:
         """Per member: are all its weights finite? One compiled call."""
-        from keras import ops
-
         return ops.convert_to_numpy(self._finite(params)).astype(bool)
 
 
@@ -262,8 +249,6 @@ class Session:
 
     def on_device(self, data: Splits, name: str):
         """`data`'s array `name` (x_train, y_val, ...) as a device tensor, labels as int32."""
-        from keras import ops
-
         key = (id(data), name)
         if key not in self.arrays:
             values = getattr(data, name)
@@ -281,8 +266,6 @@ def eval_batch(images: int, k: int) -> int:
 
 def build_members(specs: list[RunSpec]) -> list:
     """Each member's Keras model with the initial weights `train.run` gives its seed."""
-    import keras
-
     models = []
     for spec in specs:
         keras.utils.set_random_seed(spec.seed)
@@ -297,25 +280,19 @@ def _check(specs: list[RunSpec]) -> None:
 
 
 def _device_name() -> str:
-    import keras
-
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # the active backend only (see _backend)
 
         device = jax.devices()[0]
         return f"{device.platform.upper()}:{device.id}" if device.platform != "cpu" else "CPU"
-    import tensorflow as tf
+    import tensorflow as tf  # the active backend only (see _backend)
 
     return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
 def train_group(specs: list[RunSpec], data: Splits, threads: int | None = None) -> list[RunResult | RunFailed]:
     """Train the specs as one computation in a fresh session; one RunResult (or RunFailed) per spec, in order."""
-    import keras
-
     if keras.backend.backend() == "tensorflow":
-        from reducecnn import devices
-
         devices.configure(threads, 1)
     keras.backend.clear_session()
     session = Session()
@@ -338,8 +315,6 @@ def prepare(specs: list[RunSpec], data: Splits, session: Session) -> Prepared:
     """Build each member as `train.run` would (its seed's initial weights), stack them, find or
     make the trainer of this shape. Host work: a trainer does it while the previous group trains."""
     _check(specs)
-    from keras import ops
-
     members = build_members(specs)
     infos = [describe(model) for model in members]
     stacked = stack(members)
@@ -358,13 +333,8 @@ def train_members(prepared: Prepared, data: Splits, session: Session,
                   group_id: str | None = None) -> Iterator[tuple[int, RunResult | RunFailed]]:
     """Train a prepared group as one computation; yield (index, RunResult or RunFailed) for each
     member the moment it stops (early stop, failure or the last epoch)."""
-    import keras
-    from keras import ops
-
     threads_used = None
     if keras.backend.backend() == "tensorflow":
-        from reducecnn import devices
-
         threads_used = devices.place(1).threads
     group_start = time.perf_counter()
     specs, trainer, state, infos = prepared.specs, prepared.trainer, prepared.state, prepared.infos

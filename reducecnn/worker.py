@@ -8,7 +8,7 @@ from typing import Iterator
 
 import ray
 
-from reducecnn import data, logs
+from reducecnn import data, devices, logs
 from reducecnn.config import RunSpec
 from reducecnn.records import RunResult, failed_record, with_fields
 
@@ -36,14 +36,14 @@ def train_task(spec: RunSpec, arrays: tuple, dataset_name: str, threads: int, cp
                verbose: bool = False) -> RunResult:
     """Ray task body: one run with TensorFlow (`train.run`), from the shared arrays."""
     logs.set_verbose(verbose)
-    logs.import_frameworks()  # before anything imports TensorFlow
-    import keras
-
+    backend = devices.load()
+    # Trainers import Keras at their top, so they load after devices.load(); the driver imports
+    # this module too, and never trains.
     from reducecnn import train
 
-    if keras.backend.backend() != "tensorflow":
+    if backend != "tensorflow":
         return failure(spec, RuntimeError(
-            f"a single run trains with TensorFlow, but this worker's Keras backend is {keras.backend.backend()} "
+            f"a single run trains with TensorFlow, but this worker's Keras backend is {backend} "
             "(KERAS_BACKEND): install reducecnn[cpu] on the node, or unset KERAS_BACKEND for tasks"))
     try:
         result = train.run(spec, _splits(arrays, dataset_name, spec), threads=threads, cpu_devices=cpu_devices)
@@ -60,14 +60,10 @@ class GroupTrainer:
 
     def __init__(self, dataset_name: str, threads: int, verbose: bool = False):
         logs.set_verbose(verbose)
-        logs.import_frameworks()
-        import keras
+        backend = devices.load()
+        from reducecnn import vectorized  # after devices.load() (see train_task)
 
-        from reducecnn import vectorized
-
-        if keras.backend.backend() == "tensorflow":
-            from reducecnn import devices
-
+        if backend == "tensorflow":
             devices.configure(threads, 1)
         self.dataset_name, self.threads = dataset_name, threads
         self.session = vectorized.Session()
@@ -90,7 +86,7 @@ class GroupTrainer:
     def train(self, group_id: str, specs: list[RunSpec], arrays: tuple) -> Iterator[RunResult]:
         """Train one group; yield each member's RunResult (ok or failed) as it stops. `arrays` come
         with each call (zero-copy from the object store): a restarted trainer needs nothing else."""
-        from reducecnn import vectorized
+        from reducecnn import vectorized  # loaded by __init__ (after devices.load()): a dictionary lookup
 
         splits = self._data(arrays, specs[0])
         try:

@@ -26,6 +26,13 @@ TRAIN_FILES = {"test_gpu_packing.py", "test_gpu_vectorized.py", "test_models.py"
                "test_step_time.py", "test_train.py", "test_user_models.py", "test_vectorized.py"}
 
 
+def pytest_ignore_collect(collection_path, config) -> bool | None:
+    """`-m unit` (make test-fast) does not even import the Ray and training files: trainers import
+    Keras at their top, and the unit tier promises a process without TensorFlow."""
+    unit_only = config.getoption("markexpr", "").split(" and ")[0].strip() == "unit"
+    return True if unit_only and collection_path.name in RAY_FILES | TRAIN_FILES else None
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark each test with its tier; fix TensorFlow's threads only when a selected test trains."""
     for item in items:

@@ -148,7 +148,7 @@ def test_without_tensorflow_a_command_says_which_extra_to_install_before_any_wor
 def test_a_run_near_chance_gets_a_hint_about_too_few_steps():
     from reducecnn.config import RunSpec
     from reducecnn.runner import _line
-    from reducecnn.train import RunResult, record_for
+    from reducecnn.records import RunResult, record_for
 
     spec = RunSpec(model="approach1", seed=0, epochs=1, train_limit=5000)
     near_chance = _line(RunResult(record_for(spec, test_accuracy=0.1135, epochs_run=1, train_seconds=3.0)))

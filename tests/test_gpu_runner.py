@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reducecnn import plan, train, vectorized
+from reducecnn import plan, stacked, train, vectorized
 from reducecnn.config import BenchmarkConfig, RunSpec, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def _driver(script: str, tmp_path: Path, env: dict | None = None, timeout: int =
 
 def test_unstackable_models_train_one_per_task_and_the_plan_says_why():
     config = BenchmarkConfig(models=("approach1", "share1k6", f"{USER_MODELS}:l2"), seeds=(0, 1))
-    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=1))
+    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=1), stacked.refusal)
     assert [[s.model for s in group] for group in the_plan.groups] == [["approach1", "approach1"]]
     assert sorted(s.model for s in the_plan.singles) == ["l2", "l2", "share1k6", "share1k6"]
     line = the_plan.line()
@@ -45,19 +45,21 @@ def test_unstackable_models_train_one_per_task_and_the_plan_says_why():
 
 def test_without_gpus_the_plan_says_cpus_and_why():
     config = BenchmarkConfig(models=("approach1",), seeds=(0, 1))
-    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0))
+    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0), stacked.refusal)
     assert not the_plan.on_gpus and not the_plan.groups
     assert "2 runs one per task, on CPUs (1 each)" in the_plan.line()
     assert "On CPUs: the cluster has no GPU now" in the_plan.line()
-    with_autoscaler = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0, can_add_gpus=True))
+    with_autoscaler = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0, can_add_gpus=True),
+                                     stacked.refusal)
     assert "ask for GPU workers with --gpus-per-run 1" in with_autoscaler.line()
 
 
 def test_asking_for_gpus_a_cluster_cannot_get_is_refused():
     config = BenchmarkConfig(models=("approach1",), seeds=(0,), gpus_per_run=0.5)
     with pytest.raises(UserError, match="asks for GPUs, but this Ray cluster has none"):
-        plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0))
-    waiting = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0, can_add_gpus=True))
+        plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0), stacked.refusal)
+    waiting = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=0, can_add_gpus=True),
+                                     stacked.refusal)
     assert waiting.on_gpus and waiting.trainers == 1
 
 
@@ -197,7 +199,7 @@ def test_a_group_out_of_memory_is_retried_in_halves_and_a_lone_member_fails(tmp_
     config = BenchmarkConfig(models=("approach1",), seeds=tuple(range(5)), out=str(tmp_path), name="oom")
     location = store.locate(str(tmp_path), "oom")
     store.prepare(location)
-    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=1))
+    the_plan = plan.make_plan(config, config.specs(), plan.Cluster(cpus=2, gpus=1), stacked.refusal)
     with tqdm(disable=True) as bar:
         driver = runner._Driver(config, the_plan, location, None, "mnist", bar)
         [group] = [driver._group(specs) for specs in the_plan.groups]

@@ -130,3 +130,9 @@ def test_plain_keras_batch_norm_on_request(monkeypatch):
     monkeypatch.setattr(models, "FUSED_BATCH_NORM", False)
     norms = [layer for layer in MODELS["approach1"]().layers if "BatchNormalization" in type(layer).__name__]
     assert len(norms) == 3 and all(type(layer) is keras.layers.BatchNormalization for layer in norms)
+
+
+def test_the_catalog_reads_the_registry_keras_builds():
+    from reducecnn import catalog
+
+    assert catalog.registered() == tuple(MODELS)

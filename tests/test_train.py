@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from reducecnn import train
+from reducecnn import records, train
 from reducecnn.config import RunSpec
 
 
@@ -53,7 +53,7 @@ def test_non_finite_loss_fails_the_run(small_mnist):
 
 
 def test_failed_record_keeps_spec_and_error():
-    record = train.failed_record(RunSpec(model="baseline", seed=2), "boom")
+    record = records.failed_record(RunSpec(model="baseline", seed=2), "boom")
     assert (record.status, record.error, record.seed, record.test_accuracy) == ("failed", "boom", 2, None)
     assert not math.isnan(record.finished_at.timestamp())
 

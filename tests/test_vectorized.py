@@ -20,12 +20,13 @@ import pytest
 
 from reducecnn import plan, train, vectorized
 from reducecnn.config import BenchmarkConfig, RunSpec
+from reducecnn.records import RunResult
 from reducecnn.stacked import NotVectorizable, stack
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _assert_same_run(mine: train.RunResult, separate: train.RunResult) -> None:
+def _assert_same_run(mine: RunResult, separate: RunResult) -> None:
     assert mine.record.epochs_run == separate.record.epochs_run
     for a, b in zip(mine.epochs, separate.epochs, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=5e-3)
@@ -109,7 +110,7 @@ def test_a_model_with_a_shared_layer_is_not_vectorizable():
 
 def test_the_same_trainer_runs_on_jax_without_tensorflow_or_ray(tmp_path):
     pytest.importorskip("jax")
-    code = f"""
+    code = """
 import json, sys
 sys.modules["tensorflow"] = None; sys.modules["ray"] = None   # as on the GPU machine: neither installed
 from reducecnn import data, vectorized
@@ -148,7 +149,7 @@ def test_the_frontier_models_stack_to_their_own_predictions(name):
 
 
 def test_a_cosine_member_agrees_with_its_separate_run(small_mnist):
-    # One schedule for both trainers (train.learning_rate): Keras's CosineDecay.
+    # One schedule for both trainers (recipe.learning_rate): Keras's CosineDecay.
     spec = RunSpec(model="baseline", seed=2, epochs=2, train_limit=2_000, lr_schedule="cosine", learning_rate=0.005)
     [mine] = vectorized.train_group([spec], small_mnist, threads=1)
     _assert_same_run(mine, train.run(spec, small_mnist, threads=1))

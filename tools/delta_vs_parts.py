@@ -5,7 +5,7 @@ one process, one machine. Needs `pip install deltalake` (not a reducecnn depende
 """
 import json, random, sys, tempfile, time
 from pathlib import Path
-import pandas as pd, pyarrow as pa
+import pandas as pd
 import deltalake
 from deltalake import DeltaTable, write_deltalake
 from reducecnn import store

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from reducecnn.models import MODELS  # imports no framework
+from reducecnn import catalog  # names without Keras
 
 ROOT = Path(__file__).resolve().parents[1]  # `python -m tools.gpu_packing` runs from here
 
@@ -60,6 +60,8 @@ def worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: share the GPU
     import keras
 
+    from reducecnn import models
+
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -67,7 +69,7 @@ def worker(args: argparse.Namespace) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
     x, y = _train_arrays(args.npz)
     keras.utils.set_random_seed(args.seed)
-    model = MODELS[args.model]()
+    model = models.MODELS[args.model]()
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"],
                   steps_per_execution=args.steps_per_execution)
     warm = args.batch_size * args.steps_per_execution * 2
@@ -137,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
     models = args.models.split(",")
-    unknown = [m for m in models if m not in MODELS]
+    unknown = [m for m in models if m not in catalog.registered()]
     if unknown:
-        print(f"gpu_packing: unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}", file=sys.stderr)
+        print(f"gpu_packing: unknown model {unknown[0]!r}; known: {', '.join(sorted(catalog.registered()))}", file=sys.stderr)
         return 2
     try:
         runs = [int(n) for n in args.runs.split(",")]

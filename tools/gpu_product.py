@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -275,7 +274,6 @@ def bundle(args: argparse.Namespace) -> int:
             if tar.wait():
                 raise RuntimeError("tar failed")
         print(f"ray.tar.xz: {(to / 'ray.tar.xz').stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.0f} s")
-    sys.path.insert(0, str(ROOT))
     from reducecnn import data
 
     mnist = data.load("mnist")

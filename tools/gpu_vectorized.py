@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from reducecnn.models import MODELS  # imports no framework
+from reducecnn import catalog  # names without Keras
 
 ROOT = Path(__file__).resolve().parents[1]  # `python -m tools.gpu_vectorized` runs from here
 
@@ -59,7 +59,7 @@ def throughput(model: str, k: int, splits, steps: int, batch_size: int, guard: b
             return {**throughput(model, k, splits, steps, batch_size), "guard": False}
         finally:
             stacked_module.finite = original
-    from reducecnn.batches import epoch_plan
+    from reducecnn.recipe import epoch_plan
     from reducecnn.config import RunSpec
 
     specs = [RunSpec(model=model, seed=seed, protocol="study", epochs=1, batch_size=batch_size) for seed in range(k)]
@@ -160,7 +160,7 @@ def phases(args: argparse.Namespace) -> list[dict]:
     from keras import ops
 
     from reducecnn import vectorized
-    from reducecnn.batches import epoch_plan
+    from reducecnn.recipe import epoch_plan
 
     splits, rows = _splits(args, "study"), []
     for model in args.study_models.split(","):
@@ -247,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         study_worker(args)
         return 0
     models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in models + [m for m in args.study_models.split(",") if m] if m not in MODELS]
+    unknown = [m for m in models + [m for m in args.study_models.split(",") if m] if m not in catalog.registered()]
     try:
         ks = [int(k) for k in args.ks.split(",")]
     except ValueError:
         ks = []
     if unknown or not ks or min(ks) < 1 or min(args.steps, args.batch_size, args.study_seeds, args.study_epochs) < 1:
         print(f"gpu_vectorized: {'unknown model ' + repr(unknown[0]) if unknown else 'bad --ks/--steps/--study-*'}; "
-              f"known models: {', '.join(sorted(MODELS))}", file=sys.stderr)
+              f"known models: {', '.join(sorted(catalog.registered()))}", file=sys.stderr)
         return 2
     import keras
 

@@ -18,12 +18,11 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 
-from reducecnn.batches import epoch_plan
+from reducecnn.recipe import epoch_plan
 from reducecnn.config import STUDY_MODELS, RunSpec
-from reducecnn.models import MODELS
+from reducecnn import catalog  # names without Keras
 
 VARIANTS = ("keras", "reducecnn")
 
@@ -38,14 +37,14 @@ def step_ms(name: str, variant: str, x, y, batch_size: int = 32) -> float:
     keras.utils.set_random_seed(0)
     models.FUSED_BATCH_NORM = variant == "reducecnn"
     try:
-        model = MODELS[name]()
+        model = models.MODELS[name]()
     finally:
         models.FUSED_BATCH_NORM = True
     optimizer = (train.adam(RunSpec(model=name, seed=0), len(x)) if variant == "reducecnn"
                  else keras.optimizers.Adam())
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"], optimizer=optimizer,
                   steps_per_execution=train.STEPS_PER_EXECUTION)
-    batches = train._input(x, y, batch_size, *epoch_plan(0, 0, len(x)))
+    batches = train.batches_of(x, y, batch_size, *epoch_plan(0, 0, len(x)))
     model.fit(batches.take(4 * train.STEPS_PER_EXECUTION), epochs=1, shuffle=False, verbose=0)  # trace, warm up
     start = time.perf_counter()
     model.fit(batches, epochs=1, shuffle=False, verbose=0)
@@ -59,8 +58,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="measurements per variant, alternating")
     args = parser.parse_args()
     names = [name for name in args.models.split(",") if name]
-    unknown = [name for name in names if name not in MODELS]
-    problem = (f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}" if unknown
+    unknown = [name for name in names if name not in catalog.registered()]
+    problem = (f"unknown model {unknown[0]!r}; known: {', '.join(sorted(catalog.registered()))}" if unknown
                else "--models must name a model, --images and --repeats must be >= 1"
                if not names or args.images < 1 or args.repeats < 1 else None)
     if problem:

@@ -1,4 +1,6 @@
-"""A run's training batches as a function of its seed: the order of every epoch and the shifts.
+"""What every trainer does the same way, defined once: a run's batches as a function of its seed
+(the order of every epoch and the shifts), the learning-rate schedule, early stopping, and the
+evaluation batch.
 
 One definition for every trainer: `train.run` (Keras `fit`, one run) and `vectorized`
 (K seeds as one computation, under TensorFlow or JAX) draw the same permutation and the
@@ -9,7 +11,19 @@ are gathered and shifted with Keras's backend-neutral ops where they are consume
 
 from __future__ import annotations
 
+import math
+
+import keras
 import numpy as np
+from keras import ops
+
+from reducecnn.config import RunSpec
+
+EVAL_BATCH_SIZE = 1024  # validation/test batch: changes speed, not the trained weights
+
+
+class RunFailed(Exception):
+    """Training finished without a usable model (e.g. a non-finite loss)."""
 
 
 def _generator(seed: int, epoch: int) -> np.random.Generator:
@@ -35,8 +49,6 @@ def shift_images(images, shifts):
 
     images: float [B, H, W, C]; shifts: int [B, C, 2] as (dy, dx): output[i, j] = input[i - dy, j - dx].
     """
-    from keras import ops
-
     batch, height, width, channels = images.shape
     batch = ops.shape(images)[0] if batch is None else batch
     dy = ops.cast(shifts[..., 0], "int32")[:, None, None, :]
@@ -49,3 +61,25 @@ def shift_images(images, shifts):
     flat = ops.reshape(images, (batch, height * width, channels))
     shifted = ops.reshape(ops.take_along_axis(flat, source, axis=1), (batch, height, width, channels))
     return ops.where(valid, shifted, ops.zeros_like(shifted))
+
+
+def learning_rate(spec: RunSpec, train_images: int, initial: float | None = None):
+    """Adam's learning rate: constant as in the study, or Keras's cosine decay to 0 over all epochs
+    (from `initial`, default the spec's). The one schedule every trainer uses."""
+    initial = spec.learning_rate if initial is None else initial
+    if spec.lr_schedule == "constant":
+        return initial
+    steps = spec.epochs * math.ceil(train_images / spec.batch_size)
+    return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps)
+
+
+def should_stop(val_losses: list[float], patience: int) -> bool:
+    """keras.callbacks.EarlyStopping(monitor="val_loss", patience) after the last of these epochs."""
+    best, wait, stop = math.inf, 0, False
+    for epoch, loss in enumerate(val_losses):
+        wait += 1
+        if loss < best:
+            best, wait, stop = loss, 0, False
+        else:
+            stop = wait >= patience and epoch > 0
+    return stop
