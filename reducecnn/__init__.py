@@ -1,6 +1,6 @@
 """reducecnn: the 'reduce CNN parameters' MNIST study as a seeded, distributed Ray batch job."""
 
-__version__ = "0.7.0"
+__version__ = "0.7.1"
 
 
 def benchmark(**fields):

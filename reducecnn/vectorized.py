@@ -110,7 +110,7 @@ def shape_key(spec: RunSpec, k: int, train_images: int) -> str:
 
 class Trainer:
     """Compiled train and evaluate loops of one architecture, K and recipe (`shape_key`); every
-    group of that shape reuses them with its own weights. `compiles` counts the loops traced."""
+    group of that shape reuses them with its own weights. `compile_seconds`: time spent compiling them."""
 
     def __init__(self, stacked: StackedModel, spec: RunSpec, train_images: int):
         self.stacked, self.spec, self.k = stacked, spec, stacked.seeds
@@ -118,7 +118,7 @@ class Trainer:
         self.value_and_grad, self._compile, compile_function = _backend()
         self._loops: dict[tuple, Callable] = {}
         self._finite = compile_function(self._finite_by_member)
-        self.compiles, self.compile_seconds = 0, 0.0
+        self.compile_seconds = 0.0
 
     def _loop(self, kind: str, batch: int, count: int, carry, consts) -> Callable:
         """The compiled loop of `kind` ('train' or 'eval') at a static batch size and count, built once."""
@@ -127,7 +127,6 @@ class Trainer:
             body = self._train_body(batch) if kind == "train" else self._eval_body(batch)
             start = time.perf_counter()
             self._loops[key] = self._compile(_loop_over(body), kind == "train", (carry, count, consts))
-            self.compiles += 1
             self.compile_seconds += time.perf_counter() - start
         return self._loops[key]
 
