@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
+import types
 
 import pandas as pd
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
-from reducecnn.cli import main
-from reducecnn.export import export_tensorboard
+# TensorBoard's reader imports TensorFlow when it is installed (4.5 s, and the unit tier promises
+# a process without it); this marker module makes it use its own TF stub, as TensorBoard's
+# no-TensorFlow build does (tensorboard/compat/__init__.py).
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
+from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+
+from reducecnn.cli import main  # noqa: E402
+from reducecnn.export import export_tensorboard  # noqa: E402
 from runsfactory import grid_runs, make_epochs, make_runs
 
 SESSION_START = "_hparams_/session_start_info"
