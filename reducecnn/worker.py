@@ -37,14 +37,14 @@ def train_task(spec: RunSpec, arrays: tuple, dataset_name: str, threads: int, cp
     """Ray task body: one run with TensorFlow (`train.run`), from the shared arrays."""
     logs.set_verbose(verbose)
     backend = devices.load()
-    # Trainers import Keras at their top, so they load after devices.load(); the driver imports
-    # this module too, and never trains.
-    from reducecnn import train
-
     if backend != "tensorflow":
         return failure(spec, RuntimeError(
             f"a single run trains with TensorFlow, but this worker's Keras backend is {backend} "
             "(KERAS_BACKEND): install reducecnn[cpu] on the node, or unset KERAS_BACKEND for tasks"))
+    # Trainers import Keras (and train.py TensorFlow) at their top, so they load after
+    # devices.load() and the backend check; the driver imports this module too, and never trains.
+    from reducecnn import train
+
     try:
         result = train.run(spec, _splits(arrays, dataset_name, spec), threads=threads, cpu_devices=cpu_devices)
     except train.RunFailed as error:
