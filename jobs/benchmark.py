@@ -1,5 +1,8 @@
 """Run the benchmark: `python jobs/benchmark.py`, `ray submit cluster.yaml jobs/benchmark.py -- ...`,
-or `ray job submit --working-dir . -- python jobs/benchmark.py ...`. See --help."""
+or `ray job submit --working-dir . -- python jobs/benchmark.py ...`. See --help.
+
+It imports the installed package; under `ray job submit --working-dir`, Ray puts the submitted
+folder first on PYTHONPATH, so the driver runs the submitted code, as the workers do."""
 
 import sys
 
