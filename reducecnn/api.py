@@ -46,14 +46,6 @@ def check_models(references: list[str]) -> None:
                 raise UserError(str(error)) from None
 
 
-def require_tensorflow(command: str) -> None:
-    """Stop before any work when TensorFlow is missing (reducecnn installed without an extra)."""
-    if importlib.util.find_spec("tensorflow") is None:
-        raise UserError(f"`{command}` needs TensorFlow, which is not installed: pip install 'reducecnn[cpu]' "
-                        "on laptops and CPU nodes, or 'reducecnn[gpu]' on CUDA nodes (from a checkout: "
-                        "pip install -e '.[cpu]')")
-
-
 def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     """Check what needs the framework, then train what is not recorded yet and compact what was
     written; returns the runner's Outcome."""
@@ -63,7 +55,7 @@ def run_config(config: BenchmarkConfig, command: str = "benchmark"):
     if local_ray and trainer_backend() == "tensorflow":
         # A local Ray's workers share this environment. With KERAS_BACKEND=jax the group trainers
         # need no TensorFlow (a GPU machine with JAX only); runs that cannot be vectorized say so.
-        require_tensorflow(command)
+        devices.require_tensorflow(command)
     if local_ray or importlib.util.find_spec("tensorflow") is not None:
         check_models(list(config.models))  # else the cluster's workers build them and report
     dataset = data.load(config.dataset, config.data_dir)

@@ -7,11 +7,15 @@ import os
 import sys
 from typing import Any, Sequence
 
-from reducecnn import api, catalog, data, devices, logs, store
-from reducecnn.api import check_models, require_tensorflow, run_config
+from reducecnn import catalog, devices, logs
 from reducecnn.config import (STUDY_MODELS, UserError, make_benchmark_config, make_run_spec, read_config_file,
                               unknown_model_message)
 from reducecnn.records import RunResult, failed_record, with_fields
+
+# The commands import the libraries their work needs where they start it: `api`, `data` and
+# `store` bring pandas, pyarrow and NumPy (0.45 s), so `--help` and a bad flag answer in 0.25 s
+# rather than 0.7 s (`reducecnn benchmark --models nope`, 2-core machine); Keras (5.7 s) and the
+# report (matplotlib, SciPy: 1.5 s) only for the commands that use them.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,9 +168,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         users = {name: catalog.load_reference(name) for name in names if catalog.is_reference(name)}
     except catalog.ModelError as error:
         raise UserError(str(error)) from None
-    require_tensorflow("reducecnn models")
+    devices.require_tensorflow("reducecnn models")
     devices.load()
-    from reducecnn import models  # Keras (5.7 s): after devices.load(), and only for this command
+    from reducecnn import models  # Keras: after devices.load() (see the top)
 
     rows = []
     for name in names:
@@ -185,7 +189,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one spec in this process and write its record under OUT/NAME/."""
-    require_tensorflow("reducecnn train")
+    devices.require_tensorflow("reducecnn train")
     fields = ("model", "seed", "dataset", "protocol", "epochs", "batch_size", "patience", "learning_rate",
               "train_limit", "lr_schedule", "augment_shift")
     values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
@@ -196,14 +200,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(str(error)) from None
         values |= {"model": user.name, "model_source": user.source}
     spec = make_run_spec(values)
-    check_models([args.model])
+    from reducecnn import api, data, store  # (see the top)
+
+    api.check_models([args.model])
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     dataset = data.load(spec.dataset, args.data_dir)
     location = store.locate(args.out or "results", args.name or "train")
     store.prepare(location)
     devices.load()
-    from reducecnn import train  # Keras (5.7 s): after devices.load(), and only for this command
+    from reducecnn import train  # Keras: after devices.load() (see the top)
 
     try:
         result = train.run(spec, data.split(dataset, spec.protocol, spec.train_limit),
@@ -228,7 +234,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Validate everything, then run the benchmark on Ray and report."""
     config = make_benchmark_config(benchmark_values(args))
-    outcome = run_config(config)
+    from reducecnn import api  # (see the top)
+
+    outcome = api.run_config(config)
     location = outcome.location
     print(f"{logs.plural(outcome.total, 'run')}: {outcome.skipped} already recorded, {outcome.ok} trained ok, "
           f"{outcome.failed} failed "
@@ -245,7 +253,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def _report(results_dirs: list[str], margin: float, into: str | None = None, show_markdown: bool = False) -> str:
     """Write the summary report of one or more results folders (local or s3://...); print (the
     report, then) where it went and the verdicts; returns the summary.md path or URI."""
-    from reducecnn import report  # matplotlib and SciPy (1.5 s): only for the commands that report
+    from reducecnn import api, report  # (see the top)
 
     written = api.write_report(results_dirs, margin, into)
     for warning in written.warnings:
@@ -261,6 +269,8 @@ def _report(results_dirs: list[str], margin: float, into: str | None = None, sho
 def _check_results_dir(results_dir: str) -> list[str]:
     """UserError when a results folder is missing; the benchmarks inside it when it holds
     benchmarks rather than runs; [] when it is a benchmark's folder."""
+    from reducecnn import api, store  # (see the top)
+
     if not store.is_uri(results_dir) and not os.path.isdir(results_dir):
         raise UserError(f"results folder {results_dir} does not exist")
     if api.has_runs(results_dir):
@@ -295,7 +305,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`reducecnn export tensorboard RESULTS_DIR --to LOGDIR`."""
-    from reducecnn import export  # tensorboardX (0.3 s) loads only for this command
+    from reducecnn import export  # tensorboardX (0.3 s): only for this command
 
     if not os.path.isdir(args.results_dir):
         raise UserError(f"results folder {args.results_dir} does not exist")

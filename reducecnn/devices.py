@@ -9,12 +9,22 @@ backend, and a JAX trainer (a GPU machine with JAX only) never loads it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from reducecnn import logs
+from reducecnn.config import UserError
+
+
+def require_tensorflow(command: str) -> None:
+    """Stop before any work when TensorFlow is missing (reducecnn installed without an extra)."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise UserError(f"`{command}` needs TensorFlow, which is not installed: pip install 'reducecnn[cpu]' "
+                        "on laptops and CPU nodes, or 'reducecnn[gpu]' on CUDA nodes (from a checkout: "
+                        "pip install -e '.[cpu]')")
 
 
 def load(driver: bool = False) -> str:

@@ -64,3 +64,9 @@ def test_the_graph_command_prints_every_layer_and_module(capsys):
     printed = capsys.readouterr().out
     assert all(f"{layer} (uses" in printed for layer in imports.LAYERS)
     assert all(f"  {module.name} " in printed for module in imports.graph())
+
+
+def test_docs_code_md_shows_the_graph_as_it_is(capsys):
+    imports.main()
+    graph = "\n".join(capsys.readouterr().out.splitlines()[:-1])
+    assert f"```\n{graph}\n```" in (imports.PACKAGE.parent / "docs" / "code.md").read_text()
