@@ -22,8 +22,8 @@ INT32 = {"arrow": "int32"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunRecord:
-    """One row of the runs table (docs/reference.md, 'The runs table'); fields in column order."""
+class RunKey:
+    """The leading columns of both tables: which run, of which benchmark, model, seed, data set and protocol."""
 
     run_id: str
     benchmark: str = ""
@@ -31,6 +31,18 @@ class RunRecord:
     seed: int
     dataset: str
     protocol: str
+
+
+def key_of(spec: RunSpec) -> dict:
+    """A spec's RunKey fields but `benchmark` (the driver sets it when it writes)."""
+    return {"run_id": spec.run_id, "model": spec.model, "seed": spec.seed, "dataset": spec.dataset,
+            "protocol": spec.protocol}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord(RunKey):
+    """One row of the runs table (docs/reference.md, 'The runs table'); fields in column order."""
+
     status: str = "ok"
     error: str | None = None
     params_total: int | None = None
@@ -78,15 +90,9 @@ class RunRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EpochRow:
+class EpochRow(RunKey):
     """One row of the epochs table: a run's metrics after one epoch (1-based)."""
 
-    run_id: str
-    benchmark: str = ""
-    model: str
-    seed: int
-    dataset: str
-    protocol: str
     epoch: int = field(metadata=INT32)
     loss: float
     accuracy: float
@@ -106,8 +112,7 @@ class RunResult:
 def record_for(spec: RunSpec, **fields) -> RunRecord:
     """A record carrying the spec's identity; `fields` fill in the results."""
     return RunRecord(
-        run_id=spec.run_id, model=spec.model, seed=spec.seed, dataset=spec.dataset,
-        protocol=spec.protocol, max_epochs=spec.epochs, batch_size=spec.batch_size,
+        **key_of(spec), max_epochs=spec.epochs, batch_size=spec.batch_size,
         patience=spec.patience, train_limit=spec.train_limit, spec_json=spec.model_dump_json(),
         learning_rate=spec.learning_rate, lr_schedule=spec.lr_schedule, augment_shift=spec.augment_shift,
         host=socket.gethostname(), **fields,
@@ -129,8 +134,7 @@ def epoch_rows(spec: RunSpec, history: dict[str, list[float]], seconds: list[flo
     """History as one row per epoch (1-based), the epochs table's columns but `benchmark`."""
     return [
         {
-            "run_id": spec.run_id, "model": spec.model, "seed": spec.seed, "dataset": spec.dataset,
-            "protocol": spec.protocol, "epoch": index + 1,
+            **key_of(spec), "epoch": index + 1,
             "loss": history["loss"][index], "accuracy": history["accuracy"][index],
             "val_loss": history["val_loss"][index], "val_accuracy": history["val_accuracy"][index],
             "epoch_seconds": seconds[index] if index < len(seconds) else math.nan,
